@@ -1,0 +1,230 @@
+"""`ml-assets`: simulate data, run the demo, inspect lineage, start the UI."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ml_assets.settings import Settings, current_settings
+
+
+def _simulation_config(args: argparse.Namespace, settings: Settings):
+    from ml_assets.contract import load_contract
+    from ml_assets.simulate.generator import SimulationConfig
+
+    contract = load_contract(settings.contract_path)
+    start = dt.date.fromisoformat(args.start) if args.start else contract.partitions.start_date
+    days = args.days
+    if days is None:
+        end = contract.partitions.end_date
+        days = (end - start).days if end else 30
+    return SimulationConfig(start_date=start, days=days, n_cards=args.cards, seed=args.seed, scenario=args.scenario,
+                            scenario_start_day=args.scenario_start_day, label_delay_days=contract.labels.delay_days)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ml_assets.simulate.generator import simulate
+
+    settings = current_settings()
+    cfg = _simulation_config(args, settings)
+    res = simulate(settings.landing_dir, cfg)
+    print(f"simulated {cfg.days} days from {cfg.start_date} into {res.landing_dir}: {res.rows} transactions, "
+          f"fraud rate {res.fraud_rate:.2%}, {len(res.label_files)} label deliveries (delay {cfg.label_delay_days} d), "
+          f"scenario {cfg.scenario}")
+    return 0
+
+
+def run_graph(settings: Settings, first: str | None = None, last: str | None = None, instance=None):
+    """Materialize every asset (and its checks) in one run over a partition range."""
+    import contextlib
+
+    import dagster as dg
+
+    from ml_assets.definitions import build_definitions
+    from ml_assets.ingestion.ingest import landing_partitions
+    from ml_assets.instance import ensure_dagster_home
+    from ml_assets.storage import LocalStore
+
+    ensure_dagster_home(settings)
+    defs = build_definitions(settings)
+    landing = LocalStore(settings.landing_dir)
+    from ml_assets.contract import load_contract
+
+    contract = load_contract(settings.contract_path)
+    days = landing_partitions(landing, contract.records.dir) if first is None else None
+    if days is not None and not days:
+        raise SystemExit(f"no landing files under {settings.landing_dir}: run `ml-assets simulate` first")
+    first = first or days[0]
+    last = last or days[-1]
+    job = defs.resolve_implicit_global_asset_job_def()
+    with (contextlib.nullcontext(instance) if instance else dg.DagsterInstance.get()) as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
+                  "ml_assets/trigger": "demo"},
+            raise_on_error=False,
+        )
+    return result, first, last
+
+
+def summary(settings: Settings) -> str:
+    import pandas as pd
+
+    from ml_assets.contract import load_contract
+    from ml_assets.ingestion.ingest import read_partitions
+    from ml_assets.registry.mlflow_registry import CHAMPION, Registry
+    from ml_assets.storage import LocalStore
+
+    contract = load_contract(settings.contract_path)
+    lake = LocalStore(settings.lake_dir)
+    lines = []
+    raw = read_partitions(lake, "raw_transactions")
+    quarantined = read_partitions(lake, "quarantine/raw_transactions")
+    lines.append(f"rows ingested: {len(raw)} valid, {len(quarantined)} quarantined "
+                 f"(delivered {len(raw) + len(quarantined)})")
+    registry = Registry(settings.mlflow_tracking_uri, f"{contract.name}_model", contract.name)
+    champ = registry.alias(CHAMPION)
+    if champ:
+        t = champ.tags
+        lines.append(f"champion: {champ.name} v{champ.version}  golden set {t.get('golden_version')}: "
+                     f"ROC AUC {float(t.get('golden_roc_auc', 'nan')):.4f}, precision "
+                     f"{float(t.get('golden_precision', 'nan')):.3f}, recall {float(t.get('golden_recall', 'nan')):.3f}")
+        lines.append(f"aliases: {registry.aliases()}")
+    else:
+        lines.append("champion: none (no model passed the gates)")
+    drift_keys = sorted(k for k in lake.list("drift_report") if k.endswith(".parquet"))
+    if drift_keys:
+        lines.append("drift status per day (max PSI, drifted features):")
+        for k in drift_keys:
+            table = lake.read_parquet(k)
+            worst = table.sort_values("psi", ascending=False).iloc[0]
+            status = max(table["status"], key=["stable", "watch", "act", "bug"].index)
+            drifted = table[table["status"].isin(["act", "bug"])]["feature"].tolist()
+            day = Path(k).stem
+            if dt.date.fromisoformat(day) < contract.first_complete_day:
+                lines.append(f"  {day}  warm-up (less than a full window of history: not judged)")
+                continue
+            lines.append(f"  {day}  {status:<6}  max PSI {worst['psi']:.3f} ({worst['feature']})"
+                         + (f"  drifted: {', '.join(drifted)}" if drifted else ""))
+    perf = read_partitions(lake, "model_performance")
+    if not perf.empty:
+        perf = perf[perf["roc_auc"] != "None"]
+        if len(perf):
+            aucs = pd.to_numeric(perf["roc_auc"])
+            lines.append(f"delayed-label ROC AUC over {len(perf)} days: min {aucs.min():.4f}, "
+                         f"mean {aucs.mean():.4f}")
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = current_settings()
+    t0 = time.perf_counter()
+    if not args.no_simulate:
+        cmd_simulate(args)
+    result, first, last = run_graph(settings)
+    took = time.perf_counter() - t0
+    print()
+    print(f"== ml_assets demo: whole asset graph, partitions {first} .. {last}, run {result.run_id} "
+          f"({'success' if result.success else 'FAILED'}, {took:.0f}s) ==")
+    print(summary(settings))
+    print(f"\nData, registry and instance are under {settings.home}. Browse them with `ml-assets dev` "
+          f"(Dagster UI at http://127.0.0.1:3000).")
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                print(f"step {event.step_key} failed: {event.event_specific_data.error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from ml_assets.contract import load_contract
+    from ml_assets.registry.mlflow_registry import Registry
+
+    settings = current_settings()
+    contract = load_contract(settings.contract_path)
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    registry = Registry(tracking, f"{contract.name}_model", contract.name)
+    ref = registry.alias(args.alias) if args.alias else registry.version(args.version)
+    if ref is None:
+        print(f"no model version has alias {args.alias!r}", file=sys.stderr)
+        return 1
+    t = ref.tags
+    run = registry.client.get_run(ref.run_id) if ref.run_id else None
+    out = {
+        "model": f"{ref.name} v{ref.version}",
+        "aliases": [a for a, v in registry.aliases().items() if v == ref.version],
+        "data": {k: t.get(k) for k in ("training_set_hash", "training_partitions", "training_date_range",
+                                       "training_rows", "golden_version", "golden_hash")},
+        "run": {"dagster_run_id": t.get("dagster_run_id"), "mlflow_run_id": ref.run_id,
+                "code_version": t.get("code_version"), "checkpoint_run_key": t.get("checkpoint_run_key")},
+        "params": dict(run.data.params) if run else {},
+        "metrics": {"validation": dict(run.data.metrics) if run else {},
+                    "golden_set": {k: t.get(k) for k in t if k.startswith("golden_") and k != "golden_version"
+                                   and k != "golden_hash"}},
+        "artifact_sha256": t.get("artifact_sha256"),
+        "promotion": {k: t.get(k) for k in t if k.startswith("promotion_")},
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(f"{out['model']}  aliases: {', '.join(out['aliases']) or '-'}")
+        for section in ("data", "run", "metrics", "promotion"):
+            print(f"{section}:")
+            for k, v in out[section].items():
+                print(f"  {k}: {v}")
+        print(f"artifact_sha256: {out['artifact_sha256']}")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from ml_assets.instance import ensure_dagster_home
+
+    settings = current_settings()
+    home = ensure_dagster_home(settings)
+    print(f"DAGSTER_HOME={home}")
+    os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml", *args.dagster_args])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def sim_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--days", type=int, default=None, help="days to simulate (default: the contract's partitions)")
+        p.add_argument("--start", default=None, help="first day, YYYY-MM-DD (default: the contract's start_date)")
+        p.add_argument("--cards", type=int, default=4000, help="number of cards (entities)")
+        p.add_argument("--seed", type=int, default=2026)
+        from ml_assets.simulate.generator import SCENARIOS
+
+        p.add_argument("--scenario", default="none", choices=SCENARIOS, help="failure to inject")
+        p.add_argument("--scenario-start-day", type=int, default=20, help="first day (0-based) the scenario affects")
+
+    p = sub.add_parser("simulate", help="write demo landing files (transactions + delayed labels)")
+    sim_args(p)
+    p.set_defaults(fn=cmd_simulate)
+    p = sub.add_parser("demo", help="simulate, materialize the whole asset graph, print a summary")
+    sim_args(p)
+    p.add_argument("--no-simulate", action="store_true", help="use the landing files already there")
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("lineage", help="data -> run -> metrics of a model version (T4)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--alias", help="champion | challenger | previous")
+    g.add_argument("--version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_lineage)
+    p = sub.add_parser("dev", help="start the Dagster UI on this project (dagster dev)")
+    p.add_argument("dagster_args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_dev)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

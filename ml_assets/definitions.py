@@ -1,0 +1,130 @@
+"""The one place where assets, checks, sensors, jobs, resources and the executor are
+assembled. The environment (ML_ASSETS_ENV=local|prod) is chosen here and nowhere else."""
+
+
+import datetime as dt
+import warnings
+
+import dagster as dg
+
+from ml_assets import orchestration
+from ml_assets.contract import Contract, load_contract
+from ml_assets.datasets import assets as datasets
+from ml_assets.features import assets as features
+from ml_assets.ingestion import assets as ingestion
+from ml_assets.monitoring import assets as monitoring
+from ml_assets.monitoring import sensors as monitoring_sensors
+from ml_assets.partitions import daily_partitions
+from ml_assets.registry import assets as registry
+from ml_assets.resources import (
+    FeastResource,
+    LocalStorageResource,
+    LocalTorchrunLauncherResource,
+    LogFileAlertSink,
+    MLflowResource,
+    S3StorageResource,
+)
+from ml_assets.settings import Settings, current_settings
+
+# Single-run backfills and partition mappings over missing upstream days are beta in 1.13;
+# we rely on them deliberately, so their notice is said once here rather than on every load.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+DAILY_ASSETS = ["raw_transactions", "raw_labels", "transaction_features", "batch_predictions", "drift_report",
+                "model_performance"]
+RETRAIN_ASSETS = ["training_set", "model_checkpoint", "registered_model", "champion_model"]
+# D3: assets whose staleness is an incident. Applied here once, not on every asset.
+FRESHNESS_GOVERNED = ["raw_transactions", "raw_labels", "transaction_features", "online_features", "champion_model"]
+
+
+def local_resources(settings: Settings, contract: Contract) -> dict:
+    return {
+        "landing": LocalStorageResource(root=str(settings.landing_dir)),
+        "lake": LocalStorageResource(root=str(settings.lake_dir)),
+        "feast": FeastResource(repo_dir=str(settings.feast_dir), online_store="sqlite",
+                               sqlite_path=str(settings.feast_dir / "online.db")),
+        "mlflow": MLflowResource(tracking_uri=settings.mlflow_tracking_uri, experiment=contract.name,
+                                 model_name=f"{contract.name}_model",
+                                 artifact_location=(settings.mlflow_dir / "artifacts").as_uri()),
+        "trainer": LocalTorchrunLauncherResource(nproc_per_node=contract.training.nproc_per_node),
+        "alerts": LogFileAlertSink(path=str(settings.alerts_path)),
+    }
+
+
+def prod_resources(settings: Settings, contract: Contract) -> dict:
+    """Production: S3, Redis, an MLflow tracking server. Every address and secret comes from
+    the environment (S1); see deploy/ and helm/."""
+    env = dg.EnvVar
+    return {
+        "landing": S3StorageResource(bucket=env("ML_ASSETS_LANDING_BUCKET"), prefix=env("ML_ASSETS_LANDING_PREFIX"),
+                                     endpoint_url=env("ML_ASSETS_S3_ENDPOINT_URL")),
+        "lake": S3StorageResource(bucket=env("ML_ASSETS_LAKE_BUCKET"), prefix=env("ML_ASSETS_LAKE_PREFIX"),
+                                  endpoint_url=env("ML_ASSETS_S3_ENDPOINT_URL")),
+        "feast": FeastResource(repo_dir=str(settings.feast_dir), online_store="redis",
+                               redis_connection_string=env("ML_ASSETS_REDIS_URL")),
+        "mlflow": MLflowResource(tracking_uri=env("MLFLOW_TRACKING_URI"), experiment=contract.name,
+                                 model_name=f"{contract.name}_model"),
+        "trainer": LocalTorchrunLauncherResource(nproc_per_node=contract.training.nproc_per_node),
+        "alerts": LogFileAlertSink(path=str(settings.alerts_path)),
+    }
+
+
+RESOURCES = {"local": local_resources, "prod": prod_resources}
+
+
+def executor_for(env: str) -> dg.ExecutorDefinition:
+    if env == "prod":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return dg.multiprocess_executor
+
+
+def with_freshness(asset: dg.AssetsDefinition, policy: dg.FreshnessPolicy) -> dg.AssetsDefinition:
+    return asset.map_asset_specs(
+        lambda spec: spec.replace_attributes(freshness_policy=policy) if spec.key.path[-1] in FRESHNESS_GOVERNED
+        else spec
+    )
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or current_settings()
+    contract = load_contract(settings.contract_path)
+    partitions = daily_partitions(contract)
+    freshness = dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(hours=contract.thresholds.freshness_hours),
+        warn_window=dt.timedelta(hours=contract.thresholds.freshness_hours * 0.75),
+    )
+    from ml_assets.training import assets as training
+
+    assets = [
+        *ingestion.build(contract, partitions),
+        *features.build(contract, partitions),
+        *datasets.build(contract, partitions),
+        *training.build(contract, settings.work_dir / "checkpoints"),
+        *registry.build(contract),
+        *monitoring.build(contract, partitions),
+    ]
+    assets = [with_freshness(a, freshness) for a in assets]
+
+    daily_ingest = dg.define_asset_job(
+        "daily_ingest", selection=dg.AssetSelection.assets(*DAILY_ASSETS),
+        description="One day: ingest, validate, featurize, score, drift and delayed-label performance.",
+    )
+    retrain = dg.define_asset_job(
+        "retrain", selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
+        description="training_set -> model_checkpoint -> registered_model -> champion_model (gated).",
+        tags={"ml_assets/gpu": "true"},  # dagster.yaml limits these runs to one at a time (O4)
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[daily_ingest, retrain, registry.rollback],
+        schedules=[dg.build_schedule_from_partitioned_job(daily_ingest, hour_of_day=1, minute_of_hour=30)],
+        sensors=[monitoring_sensors.build(contract), orchestration.alert_on_run_failure, orchestration.automation],
+        resources=RESOURCES[settings.env](settings, contract),
+        executor=executor_for(settings.env),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,208 @@
+"""Dagster wiring for the monitoring group: batch_predictions, drift_report, model_performance."""
+
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from ml_assets.contract import Contract
+from ml_assets.datasets.assets import TRAINING_KEY
+from ml_assets.ingestion.ingest import lake_key
+from ml_assets.metadata import clean, md_table
+from ml_assets.monitoring.drift import DriftThresholds, feature_drift, prediction_drift, summarize
+from ml_assets.monitoring.performance import bootstrap_metric, classification_metrics, roc_auc
+from ml_assets.monitoring.report import write_evidently_report
+from ml_assets.monitoring.scoring import load_champion, score
+from ml_assets.resources import MLflowResource, StorageResource
+
+GROUP = "monitoring"
+REFERENCE_SAMPLE = 20_000
+
+
+def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    delay = contract.labels.delay_days
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=["transaction_features", "champion_model"],
+        kinds={"mlflow", "parquet"},
+        automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[dg.AssetCheckSpec("predictions_complete", asset="batch_predictions", blocking=True,
+                                       description="one score in [0, 1] for every feature row")],
+        description="The champion's scores for each day's features; the champion is loaded by alias and its "
+        "artifact hash verified first.",
+    )
+    def batch_predictions(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
+        store = lake.get_store()
+        model, version, digest = load_champion(mlflow.registry())
+        rows, problems, per = 0, [], []
+        for pk in context.partition_keys:
+            features = store.read_parquet(lake_key("transaction_features", pk))
+            preds = score(model, features, contract, version)
+            store.write_parquet(lake_key("batch_predictions", pk), preds)
+            bad = int((~preds["score"].between(0, 1)).sum() + preds["score"].isna().sum())
+            if len(preds) != len(features) or bad:
+                problems.append(f"{pk}: {len(preds)} scores for {len(features)} rows, {bad} invalid")
+            rows += len(preds)
+            per.append({"partition": pk, "rows": len(preds), "mean_score": preds["score"].mean(),
+                        "flagged_rate": preds["prediction"].mean()})
+        yield dg.MaterializeResult(metadata={"rows": rows, "model_version": version, "artifact_sha256": digest,
+                                             "per_partition": md_table(pd.DataFrame(per))})
+        yield dg.AssetCheckResult(check_name="predictions_complete", asset_key="batch_predictions",
+                                  passed=not problems, metadata={"problems": "; ".join(problems) or "none"})
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=["transaction_features", "batch_predictions", "training_set"],
+        kinds={"evidently", "html"},
+        automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[
+            dg.AssetCheckSpec("feature_drift", asset="drift_report",
+                              description="M1: no feature the model receives has PSI at or above the 'act' band"),
+            dg.AssetCheckSpec("pipeline_bug_signals", asset="drift_report",
+                              description="M5: no sudden PSI > bug band, constant column or null jump"),
+        ],
+        description="Per-day drift of the features the model receives vs the training reference: PSI, KS / chi2 "
+        "computed here, prediction drift, and an Evidently HTML report for people.",
+    )
+    def drift_report(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
+        store = lake.get_store()
+        d = contract.thresholds.drift
+        thresholds = DriftThresholds(d.psi_watch, d.psi_act, d.psi_bug, d.ks_pvalue, d.chi2_pvalue)
+        reference = store.read_parquet(TRAINING_KEY)
+        if len(reference) > REFERENCE_SAMPLE:
+            reference = reference.sample(n=REFERENCE_SAMPLE, random_state=0)
+        # M2: the champion's scores on the training reference are the baseline for today's scores.
+        model, version, _ = load_champion(mlflow.registry())
+        reference_scores = score(model, reference, contract, version)["score"].to_numpy()
+        threshold = float(model.unwrap_python_model().threshold)
+        summaries, per, reports = {}, [], {}
+        warmup = []
+        for pk in context.partition_keys:
+            if dt.date.fromisoformat(pk) < contract.first_complete_day:
+                warmup.append(pk)  # aggregates saw less than a full window: not comparable, not judged
+            current = store.read_parquet(lake_key("transaction_features", pk))
+            drifts = feature_drift(reference, current, contract.numeric_features, contract.categorical_features,
+                                   thresholds)
+            summary = summarize(drifts)
+            summaries[pk] = summary
+            html_key = f"reports/drift_report/{pk}.html"
+            with tempfile.TemporaryDirectory() as tmp:
+                path = write_evidently_report(reference[contract.feature_names], current[contract.feature_names],
+                                              Path(tmp) / "report.html", title=f"Feature drift {pk}")
+                store.write_bytes(html_key, path.read_bytes())
+            reports[pk] = store.uri(html_key)
+            preds_key = lake_key("batch_predictions", pk)
+            pdrift = {}
+            if store.exists(preds_key):
+                preds = store.read_parquet(preds_key)
+                pdrift = prediction_drift(reference_scores, preds["score"].to_numpy(), threshold)
+            store.write_parquet(f"drift_report/{pk}.parquet", summary.to_table())
+            per.append({"partition": pk, "status": "warm-up" if pk in warmup else summary.status, "max_psi": summary.max_psi,
+                        "drifted": ", ".join(summary.drifted_features) or "–",
+                        "score_psi": pdrift.get("psi"), "score_mean": pdrift.get("current_mean"),
+                        "flagged_share": pdrift.get("current_positive_share")})
+        last = summaries[context.partition_keys[-1]]
+        meta = {
+            "status": "warm-up" if context.partition_keys[-1] in warmup else last.status,
+            "warm_up_until": contract.first_complete_day.isoformat(),
+            "max_psi": clean(last.max_psi),
+            "drifted_features": ", ".join(last.drifted_features) or "none",
+            "weighted_drift_score": clean(last.weighted_drift_score),
+            "thresholds": f"PSI watch {d.psi_watch} / act {d.psi_act} / bug {d.psi_bug}; KS p < {d.ks_pvalue}",
+            "reference_rows": len(reference),
+            "champion_version": version,
+            "per_partition": md_table(pd.DataFrame(per)),
+            "features": md_table(last.to_table()),
+            "report": dg.MetadataValue.path(reports[context.partition_keys[-1]]),
+        }
+        if not reports[context.partition_keys[-1]].startswith("s3://"):
+            meta["report_url"] = dg.MetadataValue.url(Path(reports[context.partition_keys[-1]]).as_uri())
+        yield dg.MaterializeResult(metadata=meta)
+        judged = {pk: s for pk, s in summaries.items() if pk not in warmup}
+        acting = {pk: s.drifted_features for pk, s in judged.items() if s.status in ("act", "bug")}
+        yield dg.AssetCheckResult(
+            check_name="feature_drift", asset_key="drift_report", passed=not acting,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="no feature in the act band" if not acting else f"drift to act on: {acting}",
+            metadata={"drifted": str(acting), "max_psi": clean(max((s.max_psi for s in judged.values()), default=0.0)),
+                      "threshold_psi_act": d.psi_act, "warm_up_partitions_not_judged": ", ".join(warmup) or "none"},
+        )
+        bugs = {pk: s.bug_features for pk, s in judged.items() if s.bug_features}
+        yield dg.AssetCheckResult(
+            check_name="pipeline_bug_signals", asset_key="drift_report", passed=not bugs,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="no bug signals" if not bugs else f"looks like a pipeline bug, not drift: {bugs}",
+            metadata={"bug_features": str(bugs), "threshold_psi_bug": d.psi_bug},
+        )
+
+    @dg.asset(
+        group_name=GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=["raw_labels", dg.AssetDep("batch_predictions", partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=-delay, end_offset=-delay, allow_nonexistent_upstream_partitions=True))],
+        kinds={"pandas"},
+        automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[dg.AssetCheckSpec("auc_vs_golden", asset="model_performance",
+                                       description="M3: AUC on delayed labels within the decline tolerance of the "
+                                                   "champion's golden-set AUC")],
+        description=f"Metrics of the scores of day D-{delay} on the labels delivered on day D, with a bootstrap CI.",
+    )
+    def model_performance(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
+        store = lake.get_store()
+        registry = mlflow.registry()
+        per, declines = [], {}
+        for pk in context.partition_keys:
+            labels = store.read_parquet(lake_key("raw_labels", pk))
+            event_day = (dt.date.fromisoformat(pk) - dt.timedelta(days=delay)).isoformat()
+            preds_key = lake_key("batch_predictions", event_day)
+            if labels.empty or not store.exists(preds_key):
+                per.append({"partition": pk, "scored_day": event_day, "labels": len(labels), "roc_auc": None,
+                            "note": "no labels delivered" if labels.empty else "no predictions for that day"})
+                continue
+            preds = store.read_parquet(preds_key)
+            joined = preds.merge(labels, on=contract.record_id, how="inner")
+            y = (joined[contract.label] == contract.labels.positive).astype(int).to_numpy()
+            version = str(joined["model_version"].iloc[0])
+            tags = registry.version(version).tags
+            threshold = float(tags["threshold"])
+            m = classification_metrics(y, joined["score"].to_numpy(), threshold)
+            ci = bootstrap_metric(y, joined["score"].to_numpy(), roc_auc, n_resamples=200, seed=0) \
+                if m["roc_auc"] is not None else None
+            reference = float(tags.get("golden_roc_auc", "nan"))
+            decline = m["roc_auc"] is not None and m["roc_auc"] < reference - contract.thresholds.performance.auc_decline
+            if decline:
+                declines[pk] = (m["roc_auc"], reference)
+            per.append({"partition": pk, "scored_day": event_day, "labels": len(joined), "model_version": version,
+                        "roc_auc": m["roc_auc"], "auc_ci_low": ci.low if ci else None,
+                        "auc_ci_high": ci.high if ci else None, "precision": m["precision"], "recall": m["recall"],
+                        "reference_auc": reference, "decline": bool(decline)})
+            store.write_parquet(lake_key("model_performance", pk), pd.DataFrame([per[-1]]).astype(str))
+        table = pd.DataFrame(per)
+        last = per[-1]
+        yield dg.MaterializeResult(metadata={
+            "roc_auc": clean(last.get("roc_auc")),
+            "auc_ci": f"[{last.get('auc_ci_low')}, {last.get('auc_ci_high')}]" if last.get("auc_ci_low") else "–",
+            "labels": int(last.get("labels", 0)),
+            "reference_auc": clean(last.get("reference_auc")),
+            "decline": bool(last.get("decline", False)),
+            "threshold_auc_decline": contract.thresholds.performance.auc_decline,
+            "per_partition": md_table(table),
+        })
+        yield dg.AssetCheckResult(
+            check_name="auc_vs_golden", asset_key="model_performance", passed=not declines,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="no decline" if not declines else f"AUC below the reference: {declines}",
+            metadata={"declining_partitions": str(sorted(declines))},
+        )
+
+    return [batch_predictions, drift_report, model_performance]
+

@@ -1,0 +1,60 @@
+"""The human-readable drift report (RELIABILITY.md M7), rendered by Evidently 0.7.23.
+
+Evidently is used for the report only: its drift verdicts switch method with sample size
+(see ENVIRONMENT.md), so the numbers the pipeline acts on come from
+:mod:`ml_assets.monitoring.drift`. The report is for a person clicking through from the
+asset in the UI to see *what* moved.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+
+def write_evidently_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    path: Path,
+    title: str | None = None,
+) -> Path:
+    """Render a ``DataDriftPreset`` report of ``current`` against ``reference`` to ``path`` as HTML.
+
+    Written to a temporary file in the same folder, fsynced, then ``os.replace``-d onto
+    ``path``, so a crash or retry never leaves a truncated report where the UI links to
+    (D5). ``title`` becomes the page's ``<title>``.
+
+    Notes on the Evidently 0.7.23 API, checked in the installed package:
+    ``Report.run(current_data, reference_data)`` takes the *current* data first, and
+    ``Snapshot.save_html`` silently writes nothing unless given a ``str`` path, so the
+    HTML is taken from ``Snapshot.get_html_str(as_iframe=False)`` and written here.
+    Both frames must have at least one column (Evidently raises ``ValueError`` otherwise).
+    """
+    # Imported here: importing Evidently takes seconds, and modules that only need the
+    # statistics (or Dagster loading the code location) should not pay for it.
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = Report([DataDriftPreset()]).run(current_data=current, reference_data=reference, name=title)
+    text = snapshot.get_html_str(as_iframe=False)
+    if title:
+        text = text.replace("<head>", f"<head>\n<title>{html.escape(title)}</title>", 1)
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,38 @@
+"""Retries with exponential backoff for transient source errors (D7, O3)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("ml_assets.retry")
+
+TRANSIENT: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, InterruptedError)
+try:  # botocore's network errors are transient too, when boto is in play
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import ReadTimeoutError
+
+    TRANSIENT = (*TRANSIENT, BotoConnectionError, ReadTimeoutError)
+except ImportError:  # pragma: no cover
+    pass
+
+
+class SourceUnavailable(RuntimeError):
+    """A source kept failing after every retry."""
+
+
+def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, base_delay_s: float = 0.5,
+                 transient: tuple[type[BaseException], ...] = TRANSIENT, sleep: Callable[[float], None] = time.sleep) -> T:
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except transient as e:
+            if attempt == attempts:
+                raise SourceUnavailable(f"{what}: still failing after {attempts} attempts: {type(e).__name__}: {e}") from e
+            delay = base_delay_s * 2 ** (attempt - 1)
+            log.warning("%s: attempt %d/%d failed (%s); retrying in %.1fs", what, attempt, attempts, e, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")

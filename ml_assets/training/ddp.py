@@ -1,0 +1,611 @@
+"""Training entry point: one process per rank under torchrun (or plain python, world size 1).
+
+    torchrun --standalone --nproc_per_node=2 -m ml_assets.training.ddp \
+        --data training_set.parquet --out run_dir --spec spec.json
+
+The same module runs in the Kubernetes pods (NCCL on GPUs) and locally (gloo on CPU);
+nothing here knows about Dagster. The caller reads `run_dir/result.json`.
+
+Split. Rows are ordered by the spec's timestamp (stable sort, ties keep file order); the
+last `validation_fraction` of them is the validation split, the rest the train split, so
+validation always lies in the future of training as it will in production. The
+preprocessor is fitted on the train split only (T5); every rank fits it the same way.
+
+Class imbalance. The loss is `BCEWithLogitsLoss(pos_weight=n_neg / n_pos)` with the counts
+of the train split: positives and negatives then carry equal total weight, so the rare
+class is not ignored. The price is that sigmoid(logit) is no longer a calibrated
+probability (it is shifted towards positives), which is why the decision threshold is
+not 0.5 but the F1-maximising score threshold on the validation split, stored in
+result.json next to the model.
+
+Batches. `batch_size` is per process; the global batch is batch_size * world size.
+DistributedSampler(shuffle=True, seed=seed, drop_last=False) is used at every world
+size (num_replicas=1 when alone) so the data order is a pure function of seed and epoch.
+
+Checkpoints (T1). Every `checkpoint_every` epochs and at the last epoch rank 0 writes
+`checkpoints/epoch_NNNN.pt` atomically (temp file, fsync, rename): model, optimizer,
+scheduler, completed epoch, the RNG states of every rank, the fitted preprocessor and a
+fingerprint of the data and spec. On start every rank resumes from the newest checkpoint
+that loads; an unreadable one is reported on stderr and the previous one is used. A
+checkpoint written for other data or another spec is refused (resuming it would mix two
+trainings). All checkpoints are kept.
+
+Reproducibility (T6). torch, numpy and random are seeded, the model is initialised
+from the seed, the sampler order depends only on seed and epoch, and a resumed run
+restores the RNG states, so a crash-and-resume run ends with the same weights as an
+uninterrupted one.
+
+`ML_ASSETS_FAIL_AFTER_EPOCH=N` makes every rank SIGKILL itself after epoch N has been
+checkpointed, unless a checkpoint beyond N already existed at start (so the rerun that
+resumes passes). It exists for crash tests and drills only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import record
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, TensorDataset
+
+from ml_assets.storage import atomic_write_bytes
+from ml_assets.training.model import build_model
+from ml_assets.training.preprocess import Preprocessor
+
+log = logging.getLogger("ml_assets.training.ddp")
+
+REQUIRED_SPEC_KEYS = (
+    "numeric",
+    "categorical",
+    "label",
+    "timestamp",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "hidden",
+    "seed",
+    "checkpoint_every",
+    "validation_fraction",
+)
+# Optional spec keys with their defaults: the learning rate is halved every lr_step_epochs epochs.
+SPEC_DEFAULTS: dict[str, Any] = {"lr_step_epochs": 10, "lr_gamma": 0.5}
+# Spec keys that may change between a crash and its resume without invalidating the checkpoints.
+RESUMABLE_SPEC_KEYS = ("epochs", "checkpoint_every")
+FAIL_AFTER_EPOCH_ENV = "ML_ASSETS_FAIL_AFTER_EPOCH"
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_DIR = "checkpoints"
+_CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.pt$")
+_EVAL_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str | None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> DistEnv:
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    backend = None
+    if world_size > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistEnv(rank, world_size, local_rank, device, backend)
+
+
+def _barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+# --- inputs -------------------------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    spec = json.loads(Path(path).read_text())
+    missing = [k for k in REQUIRED_SPEC_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"training spec {path} is missing keys {missing}; required: {list(REQUIRED_SPEC_KEYS)}")
+    spec = {**SPEC_DEFAULTS, **spec}
+    problems = []
+    for key in ("epochs", "batch_size", "checkpoint_every", "lr_step_epochs"):
+        if not isinstance(spec[key], int) or spec[key] < 1:
+            problems.append(f"{key} must be an integer >= 1, got {spec[key]!r}")
+    if not 0.0 < float(spec["validation_fraction"]) < 1.0:
+        problems.append(f"validation_fraction must be in (0, 1), got {spec['validation_fraction']!r}")
+    if not float(spec["learning_rate"]) > 0:
+        problems.append(f"learning_rate must be > 0, got {spec['learning_rate']!r}")
+    if not spec["numeric"] and not spec["categorical"]:
+        problems.append("no features: numeric and categorical are both empty")
+    if problems:
+        raise ValueError(f"training spec {path} is invalid: " + "; ".join(problems))
+    return spec
+
+
+def split_by_time(df: pd.DataFrame, timestamp: str, validation_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation): the last `validation_fraction` of rows by time is validation."""
+    if timestamp not in df.columns:
+        raise KeyError(f"timestamp column {timestamp!r} not in training data columns {list(df.columns)}")
+    if df[timestamp].isna().any():
+        raise ValueError(f"{int(df[timestamp].isna().sum())} rows have a null {timestamp!r}; they cannot be ordered")
+    ordered = df.sort_values(timestamp, kind="stable").reset_index(drop=True)
+    n_val = int(round(len(ordered) * validation_fraction))
+    if n_val < 1 or n_val >= len(ordered):
+        raise ValueError(
+            f"validation_fraction {validation_fraction} of {len(ordered)} rows leaves an empty train or validation split"
+        )
+    cut = len(ordered) - n_val
+    return ordered.iloc[:cut].reset_index(drop=True), ordered.iloc[cut:].reset_index(drop=True)
+
+
+def _labels(df: pd.DataFrame, label: str, split: str) -> np.ndarray:
+    if label not in df.columns:
+        raise KeyError(f"label column {label!r} not in training data columns {list(df.columns)}")
+    if df[label].isna().any():
+        raise ValueError(f"{split} split has {int(df[label].isna().sum())} rows with a null label {label!r}")
+    y = df[label].astype("float64").to_numpy()
+    bad = sorted(set(np.unique(y)) - {0.0, 1.0})
+    if bad:
+        raise ValueError(f"label {label!r} must be 0/1; {split} split has values {bad[:5]}")
+    return y.astype(np.float32)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fingerprint(data_sha256: str, spec: dict[str, Any]) -> dict[str, str]:
+    relevant = {k: v for k, v in spec.items() if k not in RESUMABLE_SPEC_KEYS}
+    spec_sha = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+    return {"data_sha256": data_sha256, "spec_sha256": spec_sha}
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------------
+
+
+def checkpoint_path(out_dir: str | Path, epoch: int) -> Path:
+    return Path(out_dir) / CHECKPOINT_DIR / f"epoch_{epoch:04d}.pt"
+
+
+def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every checkpoint file in out_dir, oldest first."""
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
+    return sorted(found)
+
+
+def _capture_rng() -> dict[str, Any]:
+    bit_generator, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        # Stored as tensors and plain numbers so checkpoints load with torch.load(weights_only=True).
+        "numpy": {
+            "bit_generator": bit_generator,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["bit_generator"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _torch_save_atomic(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_latest_checkpoint(out_dir: str | Path, max_epoch: int) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest checkpoint (epoch <= max_epoch) that loads; unreadable ones are reported and skipped."""
+    for epoch, path in reversed(list_checkpoints(out_dir)):
+        if epoch > max_epoch:
+            log.warning("ignoring checkpoint %s: epoch %d is beyond the %d epochs of this spec", path, epoch, max_epoch)
+            continue
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            missing = {
+                "format",
+                "epoch",
+                "model",
+                "optimizer",
+                "scheduler",
+                "rng",
+                "preprocessor",
+                "fingerprint",
+            } - set(ckpt)
+            if missing:
+                raise ValueError(f"missing keys {sorted(missing)}")
+            if ckpt["format"] != CHECKPOINT_FORMAT or ckpt["epoch"] != epoch:
+                raise ValueError(f"format {ckpt['format']} / epoch {ckpt['epoch']} do not match the file name")
+        except Exception as exc:  # any failure to read means "unusable", whatever the cause
+            log.warning(
+                "checkpoint %s cannot be loaded (%s: %s); falling back to the previous one",
+                path,
+                type(exc).__name__,
+                exc,
+            )
+            continue
+        return ckpt, path
+    return None, None
+
+
+# --- evaluation -----------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _scores_and_loss(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module
+) -> tuple[np.ndarray, float]:
+    module.eval()
+    logits = torch.cat([module(x[i : i + _EVAL_CHUNK]).squeeze(1) for i in range(0, len(x), _EVAL_CHUNK)])
+    loss = float(criterion(logits, y).item())
+    return torch.sigmoid(logits).double().cpu().numpy(), loss
+
+
+def _ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:
+    if len(np.unique(y)) < 2:
+        return None, None
+    return float(roc_auc_score(y, scores)), float(average_precision_score(y, scores))
+
+
+def choose_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[float, float | None, float | None]:
+    """(threshold, precision, recall) at the score threshold with the highest F1; scores are sigmoid outputs."""
+    if y.sum() == 0:
+        log.warning("validation split has no positives: threshold falls back to 0.5, precision/recall undefined")
+        return 0.5, None, None
+    precision, recall, thresholds = precision_recall_curve(y, scores)
+    # The last (precision=1, recall=0) point has no threshold.
+    p, r = precision[:-1], recall[:-1]
+    denom = p + r
+    f1 = np.divide(2 * p * r, denom, out=np.zeros_like(denom), where=denom > 0)
+    best = int(np.argmax(f1))
+    return float(thresholds[best]), float(p[best]), float(r[best])
+
+
+# --- outputs --------------------------------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+def _emit(event: dict[str, Any]) -> None:
+    print(json.dumps(_json_safe(event)), flush=True)
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            # A crash mid-append leaves a partial last line; that epoch is redone anyway.
+            continue
+    return rows
+
+
+def _reset_metrics(path: Path, keep_through_epoch: int) -> None:
+    """Drop epochs that were logged after the checkpoint we resume from; they are about to be redone."""
+    kept = [row for row in _read_metrics(path) if row.get("epoch", 0) <= keep_through_epoch]
+    atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in kept).encode())
+
+
+def _append_metrics(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(_json_safe(row)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- main -----------------------------------------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ml_assets.training.ddp", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, type=Path, help="training set (parquet)")
+    parser.add_argument("--out", required=True, type=Path, help="run directory: checkpoints, model, result.json")
+    parser.add_argument("--spec", required=True, type=Path, help="training spec (JSON)")
+    return parser.parse_args(argv)
+
+
+def _fail_after_epoch(existing_epochs: list[int]) -> int | None:
+    raw = os.environ.get(FAIL_AFTER_EPOCH_ENV, "").strip()
+    if not raw:
+        return None
+    target = int(raw)
+    if existing_epochs and max(existing_epochs) > target:
+        return None
+    return target
+
+
+@record
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    env = _init_distributed()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"%(asctime)s [rank {env.rank}/{env.world_size}] %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        _train(args, env)
+    finally:
+        if env.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def _train(args: argparse.Namespace, env: DistEnv) -> None:
+    started = time.perf_counter()
+    spec = load_spec(args.spec)
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = out_dir / "metrics.jsonl"
+    epochs = int(spec["epochs"])
+    seed = int(spec["seed"])
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+    data_sha256 = _file_sha256(args.data)
+    fingerprint = _fingerprint(data_sha256, spec)
+    train_df, val_df = split_by_time(pd.read_parquet(args.data), spec["timestamp"], float(spec["validation_fraction"]))
+    y_train = _labels(train_df, spec["label"], "train")
+    y_val = _labels(val_df, spec["label"], "validation")
+    n_pos = int(y_train.sum())
+    n_neg = len(y_train) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"train split has {n_pos} positives and {n_neg} negatives; both classes are needed")
+    pos_weight = n_neg / n_pos
+
+    existing_epochs = [e for e, _ in list_checkpoints(out_dir)]
+    fail_after = _fail_after_epoch(existing_epochs)
+    ckpt, ckpt_path = load_latest_checkpoint(out_dir, epochs)
+    if ckpt is not None and ckpt["fingerprint"] != fingerprint:
+        raise RuntimeError(
+            f"checkpoint {ckpt_path} was written for different data or spec (checkpoint {ckpt['fingerprint']}, "
+            f"this run {fingerprint}); resuming it would mix two trainings. Use a new output directory or "
+            f"remove {out_dir / CHECKPOINT_DIR}."
+        )
+    resumed_from = int(ckpt["epoch"]) if ckpt is not None else None
+    if env.distributed:
+        # Ranks read the checkpoint folder independently; a rank that saw a different file would deadlock later.
+        seen: list[Any] = [None] * env.world_size
+        dist.all_gather_object(seen, resumed_from)
+        if len(set(seen)) != 1:
+            raise RuntimeError(f"ranks disagree on the checkpoint to resume from: {seen}")
+
+    preprocessor = (
+        Preprocessor.from_dict(ckpt["preprocessor"])
+        if ckpt is not None
+        else Preprocessor.fit(train_df, list(spec["numeric"]), list(spec["categorical"]))
+    )
+    x_train = torch.from_numpy(preprocessor.transform(train_df)).to(env.device)
+    x_val = torch.from_numpy(preprocessor.transform(val_df)).to(env.device)
+    t_y_train = torch.from_numpy(y_train).to(env.device)
+    t_y_val = torch.from_numpy(y_val).to(env.device)
+
+    hidden = [int(h) for h in spec["hidden"]]
+    module = build_model(preprocessor.feature_dim, hidden).to(env.device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=float(spec["learning_rate"]))
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=int(spec["lr_step_epochs"]), gamma=float(spec["lr_gamma"])
+    )
+    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32, device=env.device))
+
+    start_epoch = 1
+    if ckpt is not None:
+        module.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        by_rank = ckpt["rng"]["by_rank"]
+        _restore_rng(by_rank[env.rank] if env.rank < len(by_rank) else by_rank[0])
+        start_epoch = resumed_from + 1
+        log.info("resuming from %s (epoch %d of %d)", ckpt_path, resumed_from, epochs)
+    if env.is_main:
+        if ckpt is None:
+            metrics_path.unlink(missing_ok=True)
+        else:
+            _reset_metrics(metrics_path, resumed_from)
+    del ckpt
+
+    model: nn.Module = module
+    if env.distributed:
+        model = DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+
+    sampler = DistributedSampler(
+        TensorDataset(x_train), num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=False
+    )
+    batch_size = int(spec["batch_size"])
+    for epoch in range(start_epoch, epochs + 1):
+        sampler.set_epoch(epoch)
+        model.train()
+        tick = time.perf_counter()
+        order = torch.tensor(list(sampler), dtype=torch.long, device=env.device)
+        loss_sum, seen_rows = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            batch = order[i : i + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(x_train[batch]).squeeze(1), t_y_train[batch])
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.item()) * len(batch)
+            seen_rows += len(batch)
+        scheduler.step()
+        totals = torch.tensor([loss_sum, seen_rows], dtype=torch.float64, device=env.device)
+        elapsed = torch.tensor([time.perf_counter() - tick], dtype=torch.float64, device=env.device)
+        if env.distributed:
+            dist.all_reduce(totals)
+            dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+        train_loss = totals[0].item() / max(totals[1].item(), 1.0)
+        samples_per_s = totals[1].item() / max(elapsed.item(), 1e-9)
+
+        if env.is_main:
+            scores, val_loss = _scores_and_loss(module, x_val, t_y_val, criterion)
+            val_auc, val_ap = _ranking_metrics(y_val, scores)
+            row = {
+                "event": "epoch",
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_auc": val_auc,
+                "val_ap": val_ap,
+                "samples_per_s": samples_per_s,
+                "world_size": env.world_size,
+            }
+            _emit(row)
+            _append_metrics(metrics_path, row)
+
+        if epoch % int(spec["checkpoint_every"]) == 0 or epoch == epochs:
+            rng_states: list[Any] = [_capture_rng()]
+            if env.distributed:
+                rng_states = [None] * env.world_size
+                dist.all_gather_object(rng_states, _capture_rng())
+            if env.is_main:
+                path = checkpoint_path(out_dir, epoch)
+                _torch_save_atomic(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "epoch": epoch,
+                        "model": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": {"by_rank": rng_states},
+                        "preprocessor": preprocessor.to_dict(),
+                        "fingerprint": fingerprint,
+                        "world_size": env.world_size,
+                    },
+                    path,
+                )
+                log.info("wrote checkpoint %s", path)
+            _barrier(env)
+            if fail_after is not None and epoch == fail_after:
+                log.error(
+                    "%s=%d: killing this process after checkpointing epoch %d", FAIL_AFTER_EPOCH_ENV, fail_after, epoch
+                )
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    if env.is_main:
+        scores, val_loss = _scores_and_loss(module, x_val, t_y_val, criterion)
+        val_auc, val_ap = _ranking_metrics(y_val, scores)
+        threshold, val_precision, val_recall = choose_threshold(y_val, scores)
+        history = _read_metrics(metrics_path)
+        rates = [row["samples_per_s"] for row in history if row.get("samples_per_s")]
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        atomic_write_bytes(out_dir / "model.pt", buffer.getvalue())
+        _write_json_atomic(out_dir / "preprocessor.json", preprocessor.to_dict())
+        result = {
+            "epochs": epochs,
+            "resumed_from_epoch": resumed_from,
+            "world_size": env.world_size,
+            "backend": env.backend,
+            "device": str(env.device),
+            "threshold": threshold,
+            "val_auc": val_auc,
+            "val_ap": val_ap,
+            "val_loss": val_loss,
+            "val_precision": val_precision,
+            "val_recall": val_recall,
+            "train_rows": len(train_df),
+            "val_rows": len(val_df),
+            "train_positives": n_pos,
+            "val_positives": int(y_val.sum()),
+            "pos_weight": pos_weight,
+            "samples_per_s": float(np.mean(rates)) if rates else None,
+            "duration_s": time.perf_counter() - started,
+            "input_dim": preprocessor.feature_dim,
+            "hidden": hidden,
+            "numeric": list(spec["numeric"]),
+            "categorical": list(spec["categorical"]),
+            "seed": seed,
+            "data_sha256": data_sha256,
+            "checkpoints": [p.name for _, p in list_checkpoints(out_dir)],
+        }
+        _write_json_atomic(out_dir / "result.json", result)
+        _emit({"event": "done", **result})
+    _barrier(env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

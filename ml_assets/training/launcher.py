@@ -1,0 +1,205 @@
+"""Run the DDP entry point (`ml_assets.training.ddp`) locally through torchrun.
+
+The launcher owns the child process tree: torchrun runs in its own process group, which
+is killed as a whole when the deadline passes or the caller is interrupted, so no
+orphaned workers keep a CPU (or a GPU) busy after the step that started them is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ml_assets
+from ml_assets.storage import atomic_write_bytes
+
+_TAIL_LINES = 50
+_TERM_GRACE_S = 10.0
+
+
+@dataclass
+class TrainingResult:
+    out_dir: Path
+    result: dict
+    epochs_log: list[dict]
+    command: list[str]
+    duration_s: float
+    returncode: int
+
+
+class TrainingFailed(RuntimeError):
+    def __init__(self, reason: str, returncode: int | None, output_tail: list[str]):
+        self.reason = reason
+        self.returncode = returncode
+        self.output_tail = list(output_tail)
+        tail = "\n".join(self.output_tail) or "(no output)"
+        super().__init__(f"{reason} (exit code {returncode}); last {len(self.output_tail)} lines of output:\n{tail}")
+
+
+def _child_env(extra_env: dict[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    # torch picks one thread per core in every rank; N ranks on N cores would oversubscribe the CPU.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    # With the rendezvous TCPStore shared between agent and workers (torch's default), restarted workers can read
+    # the previous round's addresses from the store and fail to connect or hang in init_process_group
+    # (pytorch/pytorch#135712; about 2 restarts in 5 failed here on torch 2.13). Opting out gives each round its own.
+    env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    # The workers must import the same ml_assets as this process, also when it is a source checkout found via cwd.
+    package_root = str(Path(ml_assets.__file__).resolve().parent.parent)
+    if not {"site-packages", "dist-packages"} & set(Path(package_root).parts):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    env.update({k: str(v) for k, v in (extra_env or {}).items()})
+    return env
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group (torchrun forwards it to the ranks), then SIGKILL whatever is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=_TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        # Also after torchrun itself exited: a worker it failed to reap would otherwise live on.
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+class LocalTorchrunLauncher:
+    def __init__(
+        self,
+        nproc_per_node: int = 2,
+        max_restarts: int = 0,
+        timeout_s: float | None = None,
+        extra_env: dict | None = None,
+    ):
+        if nproc_per_node < 1:
+            raise ValueError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+        self.nproc_per_node = nproc_per_node
+        self.max_restarts = max_restarts
+        self.timeout_s = timeout_s
+        self.extra_env = dict(extra_env or {})
+
+    def command(self, data: Path, out_dir: Path, spec_path: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={self.nproc_per_node}",
+            f"--max-restarts={self.max_restarts}",
+            "-m",
+            "ml_assets.training.ddp",
+            "--data",
+            str(data),
+            "--out",
+            str(out_dir),
+            "--spec",
+            str(spec_path),
+        ]
+
+    def launch(self, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None] | None = None) -> TrainingResult:
+        data, out_dir = Path(data), Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        spec_path = out_dir / "spec.json"
+        atomic_write_bytes(spec_path, (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode())
+        cmd = self.command(data, out_dir, spec_path)
+        tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        epochs_log: list[dict[str, Any]] = []
+        started = time.monotonic()
+        deadline = started + self.timeout_s if self.timeout_s is not None else None
+
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=_child_env(self.extra_env),
+            start_new_session=True,
+        )
+        # A reader thread lets the deadline be enforced while the child is silent; lines are handed to the
+        # caller's `log` on this thread because loggers (Dagster's among them) expect the calling thread.
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
+        reader.start()
+        try:
+            while True:
+                timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+                try:
+                    line = lines.get(timeout=timeout)
+                except queue.Empty:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        _kill_group(proc)
+                        raise TrainingFailed(
+                            f"training exceeded the deadline of {self.timeout_s:.0f} s and was killed",
+                            proc.poll(),
+                            list(tail),
+                        ) from None
+                    continue
+                if line is None:
+                    break
+                tail.append(line)
+                if log is not None:
+                    log(line)
+                event = _parse_event(line)
+                if event is not None and event.get("event") == "epoch":
+                    epochs_log.append(event)
+            returncode = proc.wait()
+        finally:
+            if proc.poll() is None:
+                # Interrupted (deadline, KeyboardInterrupt, a failing `log`): never leave the ranks running.
+                _kill_group(proc)
+            reader.join(timeout=5)
+        duration_s = time.monotonic() - started
+        if returncode != 0:
+            raise TrainingFailed(f"training command failed: {' '.join(cmd)}", returncode, list(tail))
+        result_path = out_dir / "result.json"
+        if not result_path.exists():
+            raise TrainingFailed(f"training exited 0 but wrote no {result_path}", returncode, list(tail))
+        return TrainingResult(
+            out_dir=out_dir,
+            result=json.loads(result_path.read_text()),
+            epochs_log=epochs_log,
+            command=cmd,
+            duration_s=duration_s,
+            returncode=returncode,
+        )
+
+
+def _pump(proc: subprocess.Popen, lines: queue.Queue) -> None:
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+    finally:
+        lines.put(None)
+
+
+def _parse_event(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None

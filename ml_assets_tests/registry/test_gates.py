@@ -1,0 +1,220 @@
+"""Promotion gates (P2-P5): each gate passes the good case and fires on the injected failure."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_assets.monitoring.performance import classification_metrics
+from ml_assets.registry.gates import (
+    GateResult,
+    absolute_gates,
+    champion_challenger_gates,
+    disparate_impact,
+    fairness_gate,
+    latency_gate,
+    slice_metrics,
+)
+
+
+def _golden(n_per_class: int = 400) -> np.ndarray:
+    return np.array([0] * n_per_class + [1] * n_per_class)
+
+
+def _scores(y: np.ndarray, rng: np.random.Generator, signal: float = 2.5, noise: float = 1.0) -> np.ndarray:
+    return 1 / (1 + np.exp(-(signal * (y - 0.5) + rng.normal(0, noise, y.size))))
+
+
+def _by_name(results: list[GateResult]) -> dict[str, GateResult]:
+    return {r.name: r for r in results}
+
+
+# --- P2 -------------------------------------------------------------------------------
+
+
+def test_absolute_gates_pass_at_the_boundary_and_fail_just_below():
+    at = _by_name(absolute_gates({"precision": 0.85, "recall": 0.70, "roc_auc": 0.92}, 0.85, 0.70, 0.92))
+    assert all(r.passed for r in at.values())
+    assert set(at) == {"absolute_precision", "absolute_recall", "absolute_roc_auc"}
+
+    below = _by_name(absolute_gates({"precision": 0.8499, "recall": 0.6999, "roc_auc": 0.9199}, 0.85, 0.70, 0.92))
+    assert not any(r.passed for r in below.values())
+    assert below["absolute_recall"].value == pytest.approx(0.6999)
+    assert below["absolute_recall"].threshold == pytest.approx(0.70)
+    assert "0.6999" in below["absolute_recall"].detail
+
+
+def test_absolute_gate_fails_on_undefined_metric():
+    res = _by_name(absolute_gates({"precision": 0.9, "recall": 0.9, "roc_auc": None}, 0.85, 0.70, 0.92))
+    assert res["absolute_precision"].passed and res["absolute_recall"].passed
+    assert not res["absolute_roc_auc"].passed
+    assert res["absolute_roc_auc"].value is None
+    row = res["absolute_roc_auc"].to_row()
+    assert row["name"] == "absolute_roc_auc" and row["passed"] is False
+
+
+def test_absolute_gates_from_real_metrics():
+    rng = np.random.default_rng(1)
+    y = _golden()
+    good = classification_metrics(y, _scores(y, rng, signal=6.0), threshold=0.5)
+    weak = classification_metrics(y, _scores(y, rng, signal=0.5), threshold=0.5)
+    assert all(r.passed for r in absolute_gates(good, 0.85, 0.70, 0.92))
+    assert not any(r.passed for r in absolute_gates(weak, 0.85, 0.70, 0.92))
+
+
+# --- P3 -------------------------------------------------------------------------------
+
+
+def test_model_compared_with_itself_passes():
+    rng = np.random.default_rng(2)
+    y = _golden()
+    s = _scores(y, rng)
+    res = _by_name(champion_challenger_gates(y, s, s, 0.5, 0.5))
+    assert all(r.passed for r in res.values())
+    assert res["champion_challenger_roc_auc"].value == 0.0
+    assert "[+0.0000, +0.0000]" in res["champion_challenger_roc_auc"].detail
+
+
+def test_equally_good_independent_model_is_not_refused_by_sampling_noise():
+    # Same signal, independent noise: the true AUC difference is 0, but on this sample the
+    # challenger is behind by more than the tolerance. Neither the point estimate nor a
+    # "prove non-inferiority" rule (CI lower bound >= -0.005) may decide: both would refuse it.
+    rng = np.random.default_rng(7)
+    y = _golden()
+    champion = _scores(y, rng, signal=2.0)
+    challenger = _scores(y, rng, signal=2.0)
+    res = _by_name(champion_challenger_gates(y, challenger, champion, 0.5, 0.5))
+    auc = res["champion_challenger_roc_auc"]
+    assert auc.value < -0.005  # point estimate alone would fail it
+    lower = float(auc.detail.split("95% CI [")[1].split(",")[0])
+    assert lower < -0.005  # a non-inferiority rule would fail it
+    assert auc.passed, auc.detail
+    assert res["champion_challenger_precision"].passed and res["champion_challenger_recall"].passed
+
+
+def test_strongly_worse_challenger_fails_auc_gate_with_ci_in_detail():
+    rng = np.random.default_rng(4)
+    y = _golden()
+    champion = _scores(y, rng)
+    challenger = champion + rng.normal(0, 0.6, y.size)  # same model, heavily corrupted scores
+    res = _by_name(champion_challenger_gates(y, challenger, champion, 0.5, 0.5, n_resamples=150))
+    auc = res["champion_challenger_roc_auc"]
+    assert not auc.passed
+    assert auc.value < -0.05
+    assert auc.threshold == pytest.approx(-0.005)
+    assert "95% CI [" in auc.detail and "150 paired resamples" in auc.detail
+    # The CI's upper bound quoted in the detail is itself below the tolerance.
+    upper = float(auc.detail.split("95% CI [")[1].split(",")[1].split("]")[0])
+    assert upper < -0.005
+
+
+def test_recall_regression_fails_relative_gate():
+    rng = np.random.default_rng(5)
+    y = _golden()
+    s = _scores(y, rng)
+    # Same ranking (AUC identical) but a much higher threshold: recall collapses.
+    res = _by_name(champion_challenger_gates(y, s, s, challenger_threshold=0.85, champion_threshold=0.5))
+    assert res["champion_challenger_roc_auc"].passed
+    assert not res["champion_challenger_recall"].passed
+    assert res["champion_challenger_recall"].value < -0.05
+
+
+def test_champion_challenger_requires_enough_resamples():
+    y = _golden(n_per_class=10)
+    s = np.linspace(0, 1, y.size)
+    with pytest.raises(ValueError, match="at least 100"):
+        champion_challenger_gates(y, s, s, 0.5, 0.5, n_resamples=50)
+
+
+# --- P4 -------------------------------------------------------------------------------
+
+
+def test_slow_model_fails_latency_gate_and_fast_one_passes():
+    rows = [{"amount": float(i)} for i in range(10)]
+
+    def slow(row):
+        time.sleep(0.06)
+        return 0.1
+
+    def fast(row):
+        return row["amount"] * 0.01
+
+    slow_res = latency_gate(slow, rows, p99_limit_ms=50.0, n_requests=10)
+    assert not slow_res.passed
+    assert slow_res.value >= 60.0
+    assert "p50" in slow_res.detail and "p95" in slow_res.detail and "p99" in slow_res.detail
+
+    fast_res = latency_gate(fast, rows, p99_limit_ms=50.0)
+    assert fast_res.passed
+    assert fast_res.value < 50.0 and fast_res.threshold == 50.0
+
+
+def test_latency_gate_counts_warmup_separately_and_fails_on_errors():
+    calls = []
+
+    def first_call_slow(row):
+        calls.append(row)
+        if len(calls) == 1:
+            time.sleep(0.2)  # lazy initialisation on the first call only
+        return 0.0
+
+    res = latency_gate(first_call_slow, [1, 2, 3], p99_limit_ms=50.0, n_requests=20)
+    assert res.passed
+    assert len(calls) == 25  # 5 warm-up + 20 timed
+
+    def broken(row):
+        raise RuntimeError("model not loaded")
+
+    bad = latency_gate(broken, [1], p99_limit_ms=50.0)
+    assert not bad.passed and "model not loaded" in bad.detail
+
+
+# --- P5 -------------------------------------------------------------------------------
+
+
+def test_biased_predictor_fails_fairness_and_balanced_passes():
+    rng = np.random.default_rng(6)
+    groups = pd.Series(np.array(["f"] * 1000 + ["m"] * 1000))
+    biased = np.concatenate([rng.random(1000) < 0.10, rng.random(1000) < 0.30]).astype(int)
+    ratio, rates = disparate_impact(biased, groups)
+    assert ratio < 0.8
+    assert rates["f"] == pytest.approx(biased[:1000].mean())
+    assert ratio == pytest.approx(min(rates.values()) / max(rates.values()))
+    gate = fairness_gate(biased, groups)
+    assert not gate.passed and "f:" in gate.detail and "m:" in gate.detail
+
+    balanced = np.tile([1, 0, 0, 0, 0], 400)
+    assert fairness_gate(balanced, groups).passed
+    assert disparate_impact(balanced, groups)[0] == pytest.approx(1.0)
+
+
+def test_disparate_impact_ignores_empty_groups():
+    groups = pd.Series(pd.Categorical(["a", "a", "b", "b"], categories=["a", "b", "never_seen"]))
+    ratio, rates = disparate_impact(np.array([1, 0, 1, 0]), groups)
+    assert set(rates) == {"a", "b"}
+    assert ratio == pytest.approx(1.0)
+
+
+def test_slice_metrics_per_value():
+    y = np.array([1, 0, 1, 0, 0, 0, 1, 0])
+    s = np.array([0.9, 0.2, 0.4, 0.7, 0.1, 0.3, 0.8, 0.6])
+    slices = pd.DataFrame(
+        {
+            "channel": ["pos", "pos", "pos", "pos", "atm", "atm", "online", "online"],
+            "country": ["DE", "DE", "FR", "FR", "DE", None, "FR", "FR"],
+        }
+    )
+    table = slice_metrics(y, s, 0.5, slices)
+    assert list(table.columns) == ["slice", "value", "rows", "positives", "precision", "recall", "roc_auc"]
+    pos = table[(table["slice"] == "channel") & (table["value"] == "pos")].iloc[0]
+    assert pos["rows"] == 4 and pos["positives"] == 2
+    assert pos["precision"] == pytest.approx(0.5) and pos["recall"] == pytest.approx(0.5)
+    assert pos["roc_auc"] == pytest.approx(0.75)
+    atm = table[(table["slice"] == "channel") & (table["value"] == "atm")].iloc[0]
+    assert atm["roc_auc"] is None and atm["recall"] is None  # no positives in the slice
+    null_country = table[(table["slice"] == "country") & table["value"].isna()]
+    assert len(null_country) == 1 and null_country.iloc[0]["rows"] == 1
+    assert table.loc[table["slice"] == "country", "rows"].sum() == len(y)

@@ -1,0 +1,83 @@
+"""The shape of the graph is part of the user interface (DESIGN.md): a change is a visible diff."""
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from ml_assets.definitions import build_definitions
+
+# asset -> (group, upstream assets), exactly as DESIGN.md draws the graph.
+EXPECTED = {
+    "raw_transactions": ("ingestion", set()),
+    "raw_labels": ("ingestion", {"raw_transactions"}),
+    "transaction_features": ("features", {"raw_transactions"}),
+    "online_features": ("features", {"transaction_features"}),
+    "golden_set": ("datasets", {"transaction_features", "raw_labels", "raw_transactions"}),
+    "training_set": ("datasets", {"golden_set", "transaction_features", "raw_labels", "raw_transactions"}),
+    "model_checkpoint": ("training", {"training_set"}),
+    "registered_model": ("registry", {"model_checkpoint", "golden_set", "training_set"}),
+    "champion_model": ("registry", {"registered_model", "golden_set"}),
+    "batch_predictions": ("monitoring", {"transaction_features", "champion_model"}),
+    "drift_report": ("monitoring", {"transaction_features", "batch_predictions", "training_set"}),
+    "model_performance": ("monitoring", {"raw_labels", "batch_predictions"}),
+}
+DAILY = {"raw_transactions", "raw_labels", "transaction_features", "batch_predictions", "drift_report",
+         "model_performance"}
+BLOCKING = {  # checks that guard training data or promotion must stop downstream steps
+    ("raw_transactions", "schema_contract"), ("raw_transactions", "null_rates"),
+    ("raw_labels", "schema_contract"), ("raw_labels", "labels_match_records"),
+    ("transaction_features", "completeness"), ("transaction_features", "feature_nulls"),
+    ("online_features", "online_matches_offline"), ("golden_set", "class_minimum"),
+    ("training_set", "disjoint_from_golden_set"), ("training_set", "features_complete"),
+    ("registered_model", "golden_set_gates"), ("registered_model", "artifact_integrity"),
+    ("champion_model", "champion_serves_verified_artifact"), ("batch_predictions", "predictions_complete"),
+}
+
+
+@pytest.fixture(scope="module")
+def defs(tmp_path_factory):
+    from ml_assets.settings import Settings
+
+    return build_definitions(Settings(env="local", home=tmp_path_factory.mktemp("home"), contract_path=None))
+
+
+def test_every_asset_has_its_design_name_group_and_dependencies(defs):
+    graph = defs.resolve_asset_graph()
+    found = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        found[key.to_user_string()] = (node.group_name, {p.to_user_string() for p in node.parent_keys})
+    assert found == EXPECTED
+    partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
+    assert partitioned == DAILY
+
+
+def test_every_asset_has_a_check_and_guards_are_blocking(defs):
+    graph = defs.resolve_asset_graph()
+    checks = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k) for k in graph.asset_check_keys}
+    assert {a for a, _ in checks} == set(EXPECTED), "every asset carries at least one check"
+    blocking = {k for k, spec in checks.items() if spec.blocking}
+    assert blocking == BLOCKING
+
+
+def test_jobs_sensors_schedules_and_freshness(defs):
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_ingest", "retrain", "rollback"}
+    assert set(defs.resolve_job_def("retrain").asset_layer.executable_asset_keys) >= {
+        dg.AssetKey(a) for a in ("training_set", "model_checkpoint", "registered_model", "champion_model")}
+    assert {s.name for s in defs.sensors} == {"retrain_on_drift", "alert_on_run_failure", "ml_assets_automation"}
+    assert [s.name for s in defs.schedules] == ["daily_ingest_schedule"]
+    graph = defs.resolve_asset_graph()
+    fresh = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).freshness_policy}
+    assert fresh == {"raw_transactions", "raw_labels", "transaction_features", "online_features", "champion_model"}
+
+
+def test_dagster_cli_validates_the_code_location(tmp_path):
+    env = {**os.environ, "ML_ASSETS_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    out = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Validation successful" in out.stdout + out.stderr

@@ -1,0 +1,144 @@
+"""The whole asset graph, materialized for real on a small simulated dataset."""
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from ml_assets.cli import run_graph, summary
+from ml_assets.contract import load_contract
+from ml_assets.ingestion.ingest import read_partitions
+from ml_assets.registry.mlflow_registry import CHAMPION, IntegrityError, Registry
+from ml_assets.settings import Settings
+from ml_assets.simulate.generator import SimulationConfig, simulate
+from ml_assets.storage import LocalStore
+from ml_assets_tests.conftest import write_contract
+
+DAYS = 20
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    contract_path = write_contract(
+        home / "contract.yaml",
+        partitions={"start_date": "2026-01-01", "end_date": "2026-01-21"},
+        datasets={"golden": {"window_days": 5, "min_per_class": 100}},
+        training={"epochs": 4, "checkpoint_every": 2, "expected_minutes": 3},
+    )
+    settings = Settings(env="local", home=home, contract_path=contract_path)
+    sim = simulate(settings.landing_dir, SimulationConfig(start_date=dt.date(2026, 1, 1), days=DAYS, n_cards=2500))
+    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "ML_ASSETS_HOME")}
+    os.environ["ML_ASSETS_HOME"] = str(home)
+    try:
+        with dg.instance_for_test(temp_dir=str(home / "dagster_home")) as instance:
+            result, first, last = run_graph(settings, instance=instance)
+            yield {"settings": settings, "result": result, "sim": sim, "first": first, "last": last,
+                   "contract": load_contract(contract_path), "instance": instance}
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def lake(p) -> LocalStore:
+    return LocalStore(p["settings"].lake_dir)
+
+
+def test_whole_graph_materializes_with_every_check_passing(pipeline):
+    result = pipeline["result"]
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+                    if e.asset_key} if hasattr(result, "get_asset_materialization_events") else set()
+    materialized = materialized or {m.asset_key.to_user_string() for m in result.asset_materializations_for_node(
+        "raw_transactions")}
+    evaluations = [e.event_specific_data for e in result.all_events
+                   if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+    failed = [(ev.asset_key.to_user_string(), ev.check_name) for ev in evaluations if not ev.passed]
+    assert len(evaluations) >= 20
+    assert failed == []
+    assert (pipeline["first"], pipeline["last"]) == ("2026-01-01", "2026-01-20")
+
+
+def test_row_counts_add_up(pipeline):
+    store = lake(pipeline)
+    valid = read_partitions(store, "raw_transactions")
+    quarantined = read_partitions(store, "quarantine/raw_transactions")
+    assert len(valid) + len(quarantined) == pipeline["sim"].rows
+    features = read_partitions(store, "transaction_features")
+    assert len(features) == len(valid)
+    preds = read_partitions(store, "batch_predictions")
+    assert len(preds) == len(features)
+
+
+def test_champion_is_registered_with_lineage_and_golden_metrics(pipeline):
+    s, c = pipeline["settings"], pipeline["contract"]
+    registry = Registry(s.mlflow_tracking_uri, f"{c.name}_model", c.name)
+    champ = registry.alias(CHAMPION)
+    assert champ is not None and champ.version == "1"
+    tags = champ.tags
+    for key in ("training_set_hash", "training_partitions", "code_version", "dagster_run_id", "artifact_sha256",
+                "golden_version"):
+        assert tags.get(key), key
+    assert tags["dagster_run_id"] == pipeline["result"].run_id
+    assert float(tags["golden_roc_auc"]) >= c.thresholds.gates.roc_auc_min
+    # The frozen golden set never overlaps training data.
+    training = lake(pipeline).read_parquet("training_set/training_set.parquet")
+    golden = lake(pipeline).read_parquet("golden_set/v1/golden_set.parquet")
+    assert set(training[c.entity]).isdisjoint(golden[c.entity])
+    assert training[c.timestamp].max() < golden[c.timestamp].min()
+    assert training[c.timestamp].dt.date.min() >= c.first_complete_day
+
+
+def test_predictions_exist_for_every_scored_day(pipeline):
+    store = lake(pipeline)
+    days = [(dt.date(2026, 1, 1) + dt.timedelta(days=i)).isoformat() for i in range(DAYS)]
+    for day in days:
+        preds = store.read_parquet(f"batch_predictions/{day}.parquet")
+        assert len(preds) > 0 and preds["score"].between(0, 1).all() and (preds["model_version"] == "1").all()
+
+
+def test_drift_report_html_and_numeric_psi(pipeline):
+    store = lake(pipeline)
+    c = pipeline["contract"]
+    day = "2026-01-20"
+    html = Path(store.uri(f"reports/drift_report/{day}.html")).read_text()
+    assert "<html" in html.lower() and "amount_count_7d" in html
+    table = store.read_parquet(f"drift_report/{day}.parquet")
+    assert set(table["feature"]) == set(c.feature_names)
+    assert pd.to_numeric(table["psi"]).notna().all()
+    # Stable simulated data past the warm-up: nothing should need action.
+    assert not table["status"].isin(["act", "bug"]).any(), table[["feature", "psi", "status"]]
+
+
+def test_model_performance_on_delayed_labels(pipeline):
+    perf = read_partitions(lake(pipeline), "model_performance")
+    scored = perf[perf["roc_auc"] != "None"]
+    assert len(scored) == DAYS - pipeline["contract"].labels.delay_days
+    assert (pd.to_numeric(scored["roc_auc"]) > 0.9).all()
+
+
+def test_summary_reports_counts_champion_and_drift(pipeline):
+    text = summary(pipeline["settings"])
+    assert f"{pipeline['sim'].rows}" in text and "champion: " in text and "v1" in text and "2026-01-20" in text
+
+
+def test_tampered_champion_artifact_is_refused(pipeline):
+    s, c = pipeline["settings"], pipeline["contract"]
+    registry = Registry(s.mlflow_tracking_uri, f"{c.name}_model", c.name)
+    weights = sorted((s.mlflow_dir / "artifacts").rglob("model.pt"))
+    assert weights, "the registered model's weights live in the local artifact store"
+    original = weights[0].read_bytes()
+    try:
+        weights[0].write_bytes(original[:-8] + bytes(8))
+        with pytest.raises(IntegrityError, match="modified after registration"):
+            registry.load_verified(registry.alias(CHAMPION).version)
+    finally:
+        weights[0].write_bytes(original)
+    registry.load_verified(registry.alias(CHAMPION).version)

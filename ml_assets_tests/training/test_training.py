@@ -1,0 +1,253 @@
+"""Training: preprocessing fitted on train only, DDP through torchrun, checkpoints and resume (T1, T2, T5, T6)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from ml_assets.training import ddp
+from ml_assets.training.launcher import LocalTorchrunLauncher, TrainingFailed
+from ml_assets.training.model import build_model
+from ml_assets.training.preprocess import Preprocessor
+
+SPEC = {
+    "numeric": ["amount", "is_foreign"],
+    "categorical": ["channel"],
+    "label": "label",
+    "timestamp": "ts",
+    "epochs": 4,
+    "batch_size": 64,
+    "learning_rate": 0.01,
+    "hidden": [16, 8],
+    "seed": 11,
+    "checkpoint_every": 3,
+    "validation_fraction": 0.2,
+}
+
+
+def make_transactions(n: int = 3000, seed: int = 3) -> pd.DataFrame:
+    """~5% fraud driven by amount, foreign cards and the web channel, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    amount = rng.lognormal(3.0, 1.0, n)
+    channel = rng.choice(["pos", "web", "atm"], n, p=[0.6, 0.3, 0.1])
+    is_foreign = (rng.random(n) < 0.15).astype("int64")
+    logit = -6.0 + 2.2 * (np.log(amount) - 3.0) + 2.5 * is_foreign + 2.0 * (channel == "web")
+    label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype("int64")
+    amount[rng.random(n) < 0.01] = np.nan
+    ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(np.arange(n), unit="min")
+    df = pd.DataFrame({"ts": ts, "amount": amount, "channel": channel, "is_foreign": is_foreign, "label": label})
+    # Shuffled on disk: the split must come from the timestamps, not from file order.
+    return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "training_set.parquet"
+    make_transactions().to_parquet(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_run(data_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted 2-rank run that several tests compare against."""
+    lines: list[str] = []
+    result = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(
+        data_path, tmp_path_factory.mktemp("reference"), SPEC, log=lines.append
+    )
+    return result, lines
+
+
+# --- preprocessing ------------------------------------------------------------------------------------------------
+
+
+def test_preprocessor_is_fitted_on_train_only_and_round_trips():
+    train, val = ddp.split_by_time(make_transactions(), "ts", 0.2)
+    assert train["ts"].max() <= val["ts"].min()
+    pre = Preprocessor.fit(train, ["amount", "is_foreign"], ["channel"])
+
+    amounts = train["amount"].dropna()
+    logged = np.sign(amounts) * np.log1p(np.abs(amounts))
+    assert pre.means["amount"] == pytest.approx(logged.mean())
+    assert pre.stds["amount"] == pytest.approx(logged.std(ddof=0))
+
+    # Extreme rows outside the fit change nothing about how the train rows are encoded.
+    extreme = val.head(5).assign(amount=1e12)
+    before = pre.transform(train)
+    after = pre.transform(pd.concat([train, extreme], ignore_index=True))
+    np.testing.assert_array_equal(after[: len(train)], before)
+    assert after[len(train) :, 0].max() == 10.0  # clipped, not 1e12-ish
+    assert after.dtype == np.float32 and after.shape[1] == pre.feature_dim == len(pre.output_names) == 5
+    assert pre.output_names == ["amount", "is_foreign", "channel=atm", "channel=pos", "channel=web"]
+    assert np.isfinite(after).all()
+
+    restored = Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    assert restored == pre
+    np.testing.assert_array_equal(restored.transform(val), pre.transform(val))
+
+
+def test_preprocessor_unseen_and_null_values_encode_as_zeros():
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "b", "a", "b"], "k": [5.0, 5.0, 5.0, 5.0]})
+    pre = Preprocessor.fit(train, ["x", "k"], ["c"])
+    out = pre.transform(pd.DataFrame({"x": [None, 2.0, np.inf], "c": ["zzz", None, "b"], "k": [5.0, 7.0, 5.0]}))
+    np.testing.assert_array_equal(out[:, 2:], [[0, 0], [0, 0], [0, 1]])  # unseen "zzz" and null -> no category
+    assert out[0, 0] == 0.0 and out[2, 0] == 0.0  # null and inf -> the fitted mean
+    assert pre.stds["k"] == 1.0 and out[1, 1] > 0  # a constant column does not divide by zero
+    with pytest.raises(KeyError, match="missing columns"):
+        pre.transform(pd.DataFrame({"x": [1.0]}))
+
+
+def test_model_outputs_one_logit_per_row():
+    model = build_model(5, [16, 8])
+    assert model(torch.zeros(7, 5)).shape == (7, 1)
+    assert sum(isinstance(m, torch.nn.Linear) for m in model) == 3
+
+
+# --- torchrun -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_ranks_train_end_to_end_through_torchrun(reference_run, data_path: Path):
+    run, lines = reference_run
+    result = run.result
+    assert run.returncode == 0 and run.command[:3] == [run.command[0], "-m", "torch.distributed.run"]
+    assert result["world_size"] == 2 and result["backend"] == "gloo" and result["device"] == "cpu"
+    assert result["resumed_from_epoch"] is None
+    # every 3 epochs and at the last one
+    assert sorted(p.name for p in (run.out_dir / "checkpoints").iterdir()) == ["epoch_0003.pt", "epoch_0004.pt"]
+    assert [e["epoch"] for e in run.epochs_log] == [1, 2, 3, 4]
+    assert len((run.out_dir / "metrics.jsonl").read_text().splitlines()) == 4
+    assert result["val_auc"] > 0.8, result
+    assert result["train_rows"] == 2400 and result["val_rows"] == 600 and 0 < result["train_positives"] < 240
+    assert 0.0 < result["threshold"] < 1.0 and result["val_recall"] > 0
+    assert any('"event": "done"' in line for line in lines)
+
+    # The artifacts alone (preprocessor.json + model.pt) reproduce the reported validation AUC.
+    pre = Preprocessor.from_dict(json.loads((run.out_dir / "preprocessor.json").read_text()))
+    model = build_model(result["input_dim"], result["hidden"])
+    model.load_state_dict(torch.load(run.out_dir / "model.pt", weights_only=True))
+    _, val = ddp.split_by_time(pd.read_parquet(data_path), "ts", SPEC["validation_fraction"])
+    with torch.no_grad():
+        scores = torch.sigmoid(model(torch.from_numpy(pre.transform(val)))).squeeze(1).numpy()
+    assert roc_auc_score(val["label"], scores) == pytest.approx(result["val_auc"], abs=1e-6)
+
+
+def run_in_process(data_path: Path, out: Path, spec: dict) -> dict:
+    """The entry point under plain python: world size 1, no torchrun start-up cost."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    assert ddp.main(["--data", str(data_path), "--out", str(out), "--spec", str(spec_path)]) == 0
+    return json.loads((out / "result.json").read_text())
+
+
+def test_same_data_and_seed_give_the_same_model(data_path: Path, tmp_path: Path):
+    first = run_in_process(data_path, tmp_path / "a", SPEC)
+    second = run_in_process(data_path, tmp_path / "b", SPEC)
+    assert first["world_size"] == 1 and first["backend"] is None and first["resumed_from_epoch"] is None
+    assert second["val_auc"] == pytest.approx(first["val_auc"], abs=1e-6)
+    assert second["threshold"] == pytest.approx(first["threshold"], abs=1e-6)
+    weights_a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    weights_b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    for name, tensor in weights_b.items():
+        torch.testing.assert_close(tensor, weights_a[name], rtol=0, atol=1e-6)
+
+    # The seed is what pins the result down: another seed gives other weights.
+    run_in_process(data_path, tmp_path / "c", {**SPEC, "seed": SPEC["seed"] + 1})
+    weights_c = torch.load(tmp_path / "c" / "model.pt", weights_only=True)
+    assert not all(torch.equal(weights_c[name], tensor) for name, tensor in weights_a.items())
+
+
+@pytest.mark.slow
+def test_crash_after_a_checkpoint_resumes_from_it(reference_run, data_path: Path, tmp_path: Path):
+    spec = {**SPEC, "checkpoint_every": 1}
+    out = tmp_path / "run"
+    crashing = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180, extra_env={ddp.FAIL_AFTER_EPOCH_ENV: "2"})
+    with pytest.raises(TrainingFailed) as failure:
+        crashing.launch(data_path, out, spec)
+    assert failure.value.returncode != 0
+    assert ddp.FAIL_AFTER_EPOCH_ENV in str(failure.value)  # the output tail is in the message
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert not (out / "result.json").exists()
+
+    resumed = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(data_path, out, spec)
+    assert resumed.result["resumed_from_epoch"] == 2
+    assert [e["epoch"] for e in resumed.epochs_log] == [3, 4]
+    assert [json.loads(r)["epoch"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert resumed.result["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_elastic_restart_recovers_within_one_launch(reference_run, data_path: Path, tmp_path: Path):
+    launcher = LocalTorchrunLauncher(
+        nproc_per_node=2, max_restarts=1, timeout_s=180, extra_env={ddp.FAIL_AFTER_EPOCH_ENV: "2"}
+    )
+    run = launcher.launch(data_path, tmp_path / "run", {**SPEC, "checkpoint_every": 1})
+    assert run.result["resumed_from_epoch"] == 2  # the restarted workers picked up the checkpoint
+    assert run.result["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(reference_run, data_path: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    shutil.copytree(reference_run[0].out_dir, out)
+    latest = out / "checkpoints" / "epoch_0004.pt"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    lines: list[str] = []
+    run = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(data_path, out, SPEC, log=lines.append)
+    assert run.result["resumed_from_epoch"] == 3
+    assert any("epoch_0004.pt cannot be loaded" in line for line in lines)
+    assert [e["epoch"] for e in run.epochs_log] == [4]
+    assert run.result["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
+
+
+def test_checkpoints_of_other_data_are_refused(data_path: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    result = run_in_process(data_path, out, {**SPEC, "epochs": 1})
+    assert result["checkpoints"] == ["epoch_0001.pt"]
+    other = tmp_path / "other.parquet"
+    make_transactions(seed=4).to_parquet(other, index=False)
+    with pytest.raises(RuntimeError, match="different data or spec"):
+        ddp.main(["--data", str(other), "--out", str(out), "--spec", str(out / "spec.json")])
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_deadline_kills_the_whole_process_tree(data_path: Path, tmp_path: Path):
+    out = tmp_path / "slow"
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen.update(processes_mentioning(str(out)))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(TrainingFailed, match="exceeded the deadline"):
+            LocalTorchrunLauncher(nproc_per_node=2, timeout_s=5).launch(data_path, out, {**SPEC, "epochs": 500})
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(seen) >= 3, f"expected torchrun and two ranks to be running before the deadline, saw {seen}"
+    assert processes_mentioning(str(out)) == [], "processes still running after the deadline"
