@@ -12,8 +12,9 @@ import pandas as pd
 from ml_assets.contract import Contract
 from ml_assets.datasets.assets import TRAINING_MANIFEST, load_golden
 from ml_assets.metadata import md_table
+from ml_assets.registry.gates import absolute_gates
 from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, IntegrityError, code_version, pip_requirements
-from ml_assets.registry.promotion import Decision, evaluate
+from ml_assets.registry.promotion import Decision, assess, evaluate
 from ml_assets.registry.pyfunc import PipelineModel
 from ml_assets.resources import MLflowResource, StorageResource
 from ml_assets.training.assets import LATEST
