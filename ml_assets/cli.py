@@ -113,7 +113,7 @@ def summary(settings: Settings) -> str:
                          + (f"  drifted: {', '.join(drifted)}" if drifted else ""))
     perf = read_partitions(lake, "model_performance")
     if not perf.empty:
-        perf = perf[perf["roc_auc"] != "None"]
+        perf = perf[perf["roc_auc"].notna()]
         if len(perf):
             aucs = pd.to_numeric(perf["roc_auc"])
             lines.append(f"delayed-label ROC AUC over {len(perf)} days: min {aucs.min():.4f}, "

@@ -29,21 +29,65 @@ def derive(df: pd.DataFrame, contract: Contract) -> dict[str, pd.Series]:
     return out
 
 
+def window_starts(entity_codes: np.ndarray, ts_us: np.ndarray, window_us: int) -> np.ndarray:
+    """For rows sorted by (entity, time): index of the first row of the same entity inside
+    (t - window, t]. One searchsorted over (entity, time) pairs, no per-entity Python loop."""
+    order_key = np.rec.fromarrays([entity_codes, ts_us], names="e,t")
+    probe = np.rec.fromarrays([entity_codes, ts_us - window_us], names="e,t")
+    # side="right": a row exactly `window` earlier is outside the half-open window.
+    return np.searchsorted(order_key, probe, side="right")
+
+
+def window_max(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """max(values[starts[i] .. i]) for every i, via a sparse table (O(n log n))."""
+    n = len(values)
+    ends = np.arange(n)
+    table = [values]
+    span = 1
+    while span * 2 <= n:
+        prev = table[-1]
+        table.append(np.maximum(prev[:-span], prev[span:]))
+        span *= 2
+    length = ends - starts + 1
+    level = np.floor(np.log2(np.maximum(length, 1))).astype(int)
+    out = np.empty(n, dtype=float)
+    for k in np.unique(level):
+        rows = np.flatnonzero(level == k)
+        t = table[k]
+        out[rows] = np.maximum(t[starts[rows]], t[ends[rows] - (1 << k) + 1])
+    return out
+
+
 def aggregate(df: pd.DataFrame, contract: Contract) -> dict[str, np.ndarray]:
-    """Per-entity aggregates over the window (t - w, t], including the record itself."""
+    """Per-entity aggregates over the window (t - w, t], including the record itself.
+
+    Vectorised: rows are sorted by (entity, time) once; each window's first row is found by
+    binary search; count/sum/mean come from cumulative sums and max from a sparse table.
+    Matches pandas' groupby().rolling(closed="right") (see the tests), at a fraction of the cost.
+    """
     entity, ts = contract.entity, contract.timestamp
-    ordered = df.sort_values([entity, ts], kind="stable")
+    codes = pd.factorize(df[entity])[0].astype(np.int64)
+    t_us = pd.to_datetime(df[ts], utc=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    order = np.lexsort((np.arange(len(df)), t_us, codes))  # stable: ties keep delivery order
+    codes_s, t_s = codes[order], t_us[order]
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
     out: dict[str, np.ndarray] = {}
     for spec in contract.features.aggregates:
-        series = ordered.set_index(ts).groupby(ordered[entity].to_numpy(), sort=False)[spec.column]
+        values = df[spec.column].to_numpy(dtype=float)[order]
+        csum = np.concatenate([[0.0], np.cumsum(values)])
         for w in spec.windows:
-            rolling = series.rolling(window_to_timedelta(w), closed="right")
+            starts = window_starts(codes_s, t_s, int(window_to_timedelta(w) / dt.timedelta(microseconds=1)))
+            ends = np.arange(len(values))
+            count = (ends - starts + 1).astype(float)
+            total = csum[ends + 1] - csum[starts]
+            results = {"count": count, "sum": total, "mean": total / count}
+            if "max" in spec.functions:
+                results["max"] = window_max(values, starts)
+            if "min" in spec.functions:
+                results["min"] = -window_max(-values, starts)
             for fn in spec.functions:
-                values = getattr(rolling, fn)().to_numpy()
-                # groupby(sort=False).rolling keeps group order, which is our sorted order.
-                col = np.empty(len(df), dtype="float64")
-                col[df.index.get_indexer(ordered.index)] = values
-                out[f"{spec.column}_{fn}_{w}"] = col
+                out[f"{spec.column}_{fn}_{w}"] = results[fn][inverse]
     return out
 
 

@@ -14,7 +14,7 @@ from ml_assets.ingestion.ingest import lake_key
 from ml_assets.metadata import clean, md_table
 from ml_assets.monitoring.drift import DriftThresholds, feature_drift, prediction_drift, summarize
 from ml_assets.monitoring.performance import bootstrap_metric, classification_metrics, roc_auc
-from ml_assets.monitoring.report import write_evidently_report
+from ml_assets.monitoring.report import write_evidently_reports
 from ml_assets.monitoring.scoring import load_champion, score
 from ml_assets.resources import MLflowResource, StorageResource
 
@@ -93,12 +93,6 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
                                    thresholds)
             summary = summarize(drifts)
             summaries[pk] = summary
-            html_key = f"reports/drift_report/{pk}.html"
-            with tempfile.TemporaryDirectory() as tmp:
-                path = write_evidently_report(reference[contract.feature_names], current[contract.feature_names],
-                                              Path(tmp) / "report.html", title=f"Feature drift {pk}")
-                store.write_bytes(html_key, path.read_bytes())
-            reports[pk] = store.uri(html_key)
             preds_key = lake_key("batch_predictions", pk)
             pdrift = {}
             if store.exists(preds_key):
@@ -109,6 +103,14 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
                         "drifted": ", ".join(summary.drifted_features) or "–",
                         "score_psi": pdrift.get("psi"), "score_mean": pdrift.get("current_mean"),
                         "flagged_share": pdrift.get("current_positive_share")})
+        with tempfile.TemporaryDirectory() as tmp:
+            currents = {Path(tmp) / f"{pk}.html": store.read_parquet(lake_key("transaction_features", pk))[
+                contract.feature_names] for pk in context.partition_keys}
+            write_evidently_reports(reference[contract.feature_names], currents,
+                                    {p: f"Feature drift {p.stem}" for p in currents})
+            for path in currents:
+                store.write_bytes(f"reports/drift_report/{path.stem}.html", path.read_bytes())
+                reports[path.stem] = store.uri(f"reports/drift_report/{path.stem}.html")
         last = summaries[context.partition_keys[-1]]
         meta = {
             "status": "warm-up" if context.partition_keys[-1] in warmup else last.status,
@@ -152,57 +154,70 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         kinds={"pandas"},
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[dg.AssetCheckSpec("auc_vs_golden", asset="model_performance",
-                                       description="M3: AUC on delayed labels within the decline tolerance of the "
-                                                   "champion's golden-set AUC")],
+                                       description="M3: no sustained decline: the AUC bootstrap CI on delayed labels "
+                                                   "is not below golden AUC - tolerance for N consecutive windows")],
         description=f"Metrics of the scores of day D-{delay} on the labels delivered on day D, with a bootstrap CI.",
     )
     def model_performance(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
         store = lake.get_store()
         registry = mlflow.registry()
+        perf = contract.thresholds.performance
         per, declines = [], {}
         for pk in context.partition_keys:
             labels = store.read_parquet(lake_key("raw_labels", pk))
             event_day = (dt.date.fromisoformat(pk) - dt.timedelta(days=delay)).isoformat()
             preds_key = lake_key("batch_predictions", event_day)
-            if labels.empty or not store.exists(preds_key):
-                per.append({"partition": pk, "scored_day": event_day, "labels": len(labels), "roc_auc": None,
-                            "note": "no labels delivered" if labels.empty else "no predictions for that day"})
-                continue
-            preds = store.read_parquet(preds_key)
-            joined = preds.merge(labels, on=contract.record_id, how="inner")
-            y = (joined[contract.label] == contract.labels.positive).astype(int).to_numpy()
-            version = str(joined["model_version"].iloc[0])
-            tags = registry.version(version).tags
-            threshold = float(tags["threshold"])
-            m = classification_metrics(y, joined["score"].to_numpy(), threshold)
-            ci = bootstrap_metric(y, joined["score"].to_numpy(), roc_auc, n_resamples=200, seed=0) \
-                if m["roc_auc"] is not None else None
-            reference = float(tags.get("golden_roc_auc", "nan"))
-            decline = m["roc_auc"] is not None and m["roc_auc"] < reference - contract.thresholds.performance.auc_decline
-            if decline:
-                declines[pk] = (m["roc_auc"], reference)
-            per.append({"partition": pk, "scored_day": event_day, "labels": len(joined), "model_version": version,
-                        "roc_auc": m["roc_auc"], "auc_ci_low": ci.low if ci else None,
-                        "auc_ci_high": ci.high if ci else None, "precision": m["precision"], "recall": m["recall"],
-                        "reference_auc": reference, "decline": bool(decline)})
-            store.write_parquet(lake_key("model_performance", pk), pd.DataFrame([per[-1]]).astype(str))
-        table = pd.DataFrame(per)
+            row = {"partition": pk, "scored_day": event_day, "labels": len(labels), "model_version": None,
+                   "roc_auc": None, "auc_ci_low": None, "auc_ci_high": None, "precision": None, "recall": None,
+                   "reference_auc": None, "below_reference": False, "declining": False}
+            if not labels.empty and store.exists(preds_key):
+                preds = store.read_parquet(preds_key)
+                joined = preds.merge(labels, on=contract.record_id, how="inner")
+                y = (joined[contract.label] == contract.labels.positive).astype(int).to_numpy()
+                version = str(joined["model_version"].iloc[0])
+                tags = registry.version(version).tags
+                m = classification_metrics(y, joined["score"].to_numpy(), float(tags["threshold"]))
+                row.update(labels=len(joined), model_version=version, precision=m["precision"], recall=m["recall"],
+                           reference_auc=float(tags["golden_roc_auc"]), roc_auc=m["roc_auc"])
+                if m["roc_auc"] is not None:
+                    ci = bootstrap_metric(y, joined["score"].to_numpy(), roc_auc, n_resamples=200, seed=0)
+                    # M3: a window is below only when its whole CI is under the reference - tolerance.
+                    row.update(auc_ci_low=ci.low, auc_ci_high=ci.high,
+                               below_reference=bool(ci.high < row["reference_auc"] - perf.auc_decline))
+            history = _previous_windows(store, pk, perf.consecutive_windows - 1) + [row]
+            row["declining"] = len(history) >= perf.consecutive_windows and all(h["below_reference"] for h in history)
+            if row["declining"]:
+                declines[pk] = (row["roc_auc"], row["reference_auc"])
+            store.write_parquet(lake_key("model_performance", pk), pd.DataFrame([row]))
+            per.append(row)
         last = per[-1]
         yield dg.MaterializeResult(metadata={
-            "roc_auc": clean(last.get("roc_auc")),
-            "auc_ci": f"[{last.get('auc_ci_low')}, {last.get('auc_ci_high')}]" if last.get("auc_ci_low") else "–",
-            "labels": int(last.get("labels", 0)),
-            "reference_auc": clean(last.get("reference_auc")),
-            "decline": bool(last.get("decline", False)),
-            "threshold_auc_decline": contract.thresholds.performance.auc_decline,
-            "per_partition": md_table(table),
+            "roc_auc": clean(last["roc_auc"]),
+            "auc_ci": f"[{last['auc_ci_low']:.4f}, {last['auc_ci_high']:.4f}]" if last["auc_ci_low"] else "–",
+            "labels": int(last["labels"]),
+            "reference_auc": clean(last["reference_auc"]),
+            "declining": bool(last["declining"]),
+            "threshold_auc_decline": perf.auc_decline,
+            "threshold_consecutive_windows": perf.consecutive_windows,
+            "per_partition": md_table(pd.DataFrame(per)),
         })
         yield dg.AssetCheckResult(
             check_name="auc_vs_golden", asset_key="model_performance", passed=not declines,
             severity=dg.AssetCheckSeverity.WARN,
-            description="no decline" if not declines else f"AUC below the reference: {declines}",
-            metadata={"declining_partitions": str(sorted(declines))},
+            description="no sustained decline" if not declines else
+            f"AUC CI below the golden reference for {perf.consecutive_windows} consecutive windows: {declines}",
+            metadata={"declining_partitions": ", ".join(sorted(declines)) or "none"},
         )
 
     return [batch_predictions, drift_report, model_performance]
 
+
+
+def _previous_windows(store, partition: str, n: int) -> list[dict]:
+    """The n windows before `partition` as stored by earlier runs (or earlier in this run)."""
+    rows = []
+    for i in range(n, 0, -1):
+        key = lake_key("model_performance", (dt.date.fromisoformat(partition) - dt.timedelta(days=i)).isoformat())
+        if store.exists(key):
+            rows.append(store.read_parquet(key).iloc[0].to_dict())
+    return rows

@@ -58,3 +58,26 @@ def write_evidently_report(
             os.unlink(tmp)
         raise
     return path
+
+
+# Below this many reports, starting worker processes (each imports Evidently, ~8 s) costs
+# more than it saves.
+PARALLEL_MIN_REPORTS = 6
+
+
+def write_evidently_reports(reference: pd.DataFrame, currents: dict[Path, pd.DataFrame],
+                            titles: dict[Path, str] | None = None, workers: int | None = None) -> list[Path]:
+    """Render one report per (path, current frame); in spawned worker processes when there
+    are enough of them (a 30-day backfill renders in about half the time on 2 cores)."""
+    titles = titles or {}
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    if workers <= 1 or len(currents) < PARALLEL_MIN_REPORTS:
+        return [write_evidently_report(reference, cur, path, titles.get(path)) for path, cur in currents.items()]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent holds torch, DuckDB and Dagster state that must not be forked.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(write_evidently_report, reference, cur, path, titles.get(path))
+                   for path, cur in currents.items()]
+        return [f.result() for f in futures]

@@ -16,7 +16,7 @@ of the train split: positives and negatives then carry equal total weight, so th
 class is not ignored. The price is that sigmoid(logit) is no longer a calibrated
 probability (it is shifted towards positives), which is why the decision threshold is
 not 0.5 but the F1-maximising score threshold on the validation split, stored in
-result.json next to the model.
+result.json next to the model (positive when sigmoid(logit) >= threshold).
 
 Batches. `batch_size` is per process; the global batch is batch_size * world size.
 DistributedSampler(shuffle=True, seed=seed, drop_last=False) is used at every world

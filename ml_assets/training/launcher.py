@@ -133,6 +133,8 @@ class LocalTorchrunLauncher:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            encoding="utf-8",
+            errors="replace",  # one undecodable byte from a worker must not stop the log pump
             bufsize=1,
             env=_child_env(self.extra_env),
             start_new_session=True,
