@@ -70,16 +70,16 @@ def build(contract: Contract, checkpoints_root: Path) -> list[dg.AssetsDefinitio
             result = trainer.launch(data, out_dir, spec, log=context.log.info, timeout_s=2 * expected_s)
         except TrainingFailed as e:
             alerts.send(Alert(kind="training_failure", summary=f"model_checkpoint failed: {str(e)[:300]}",
-                              run_id=context.run_id, job=context.job_name, steps=["model_checkpoint"], error=str(e)))
+                              run_id=context.run.run_id, job=context.job_name, steps=["model_checkpoint"], error=str(e)))
             raise
         took = time.perf_counter() - t0
         if took > 1.5 * expected_s:  # T3: overtime alerts even when training eventually succeeded
-            alerts.send(Alert(kind="training_overtime", run_id=context.run_id, job=context.job_name,
+            alerts.send(Alert(kind="training_overtime", run_id=context.run.run_id, job=context.job_name,
                               summary=f"training took {took:.0f}s, over 1.5x the expected {expected_s:.0f}s",
                               details={"duration_s": took, "expected_s": expected_s}))
         r = result.result
         latest = {"run_key": key, "out_dir": str(out_dir), "training_hash": manifest["content_hash"],
-                  "dagster_run_id": context.run_id, "result": r}
+                  "dagster_run_id": context.run.run_id, "result": r}
         store.write_bytes(LATEST, json.dumps(latest, indent=2).encode())
         epochs = pd.DataFrame(result.epochs_log)
         yield dg.MaterializeResult(metadata={
