@@ -81,9 +81,16 @@ def executor_for(env: str) -> dg.ExecutorDefinition:
     return dg.multiprocess_executor
 
 
-def with_freshness(asset: dg.AssetsDefinition, policy: dg.FreshnessPolicy) -> dg.AssetsDefinition:
+def with_policies(asset: dg.AssetsDefinition, freshness: dg.FreshnessPolicy) -> dg.AssetsDefinition:
+    """Cross-cutting policy, applied once here rather than on every asset:
+    - D3 freshness on the assets whose staleness is an incident;
+    - single-run backfills everywhere, so a range of days is one run (and
+      `dagster asset materialize --select '*' --partition-range A...B` works: the CLI
+      requires the policy on every selected asset, partitioned or not)."""
+    if asset.backfill_policy is None:
+        asset = asset.with_attributes(backfill_policy=dg.BackfillPolicy.single_run())
     return asset.map_asset_specs(
-        lambda spec: spec.replace_attributes(freshness_policy=policy) if spec.key.path[-1] in FRESHNESS_GOVERNED
+        lambda spec: spec.replace_attributes(freshness_policy=freshness) if spec.key.path[-1] in FRESHNESS_GOVERNED
         else spec
     )
 
@@ -106,7 +113,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         *registry.build(contract),
         *monitoring.build(contract, partitions),
     ]
-    assets = [with_freshness(a, freshness) for a in assets]
+    assets = [with_policies(a, freshness) for a in assets]
 
     daily_ingest = dg.define_asset_job(
         "daily_ingest", selection=dg.AssetSelection.assets(*DAILY_ASSETS),

@@ -10,9 +10,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.ml_assets-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+# pip warns about every configured index location that does not exist; that is noise, not news.
+quiet_pip() { .venv/bin/python -m pip "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true; }
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade "pip>=24" "setuptools>=68"
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+  echo "installing ml_assets and its pinned dependencies into .venv (a few minutes the first time)..."
+  quiet_pip install --quiet --upgrade "pip>=24" "setuptools>=68"
+  quiet_pip install --quiet -c constraints.txt -e ".[dev]"
+  .venv/bin/python -c "import ml_assets, torch, dagster, feast, mlflow" || { echo "install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
 .venv/bin/python -c "import torch, dagster, feast, mlflow; print(f'ml_assets environment ready: dagster {dagster.__version__}, torch {torch.__version__}, feast {feast.__version__}, mlflow {mlflow.__version__}')"
