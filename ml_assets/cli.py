@@ -27,10 +27,27 @@ def _simulation_config(args: argparse.Namespace, settings: Settings):
                             scenario_start_day=args.scenario_start_day, label_delay_days=contract.labels.delay_days)
 
 
+def refuse_to_simulate_for_another_dataset(settings: Settings) -> None:
+    """The simulator writes the demo's card transactions; for any other contract they would only be
+    quarantined or fail, so say what to do instead."""
+    from ml_assets.contract import DEFAULT_CONTRACT, load_contract
+
+    contract, demo = load_contract(settings.contract_path), load_contract(DEFAULT_CONTRACT)
+    if (contract.records, contract.labels.dir, contract.labels.column, set(contract.columns)) != (
+            demo.records, demo.labels.dir, demo.labels.column, set(demo.columns)):
+        raise SystemExit(
+            f"`ml-assets simulate` writes the demo card-transaction dataset, but ML_ASSETS_CONTRACT "
+            f"({settings.contract_path}) declares {contract.name!r}. Deliver your own files to "
+            f"{settings.landing_dir}/{contract.records.dir}/<YYYY-MM-DD>.csv and "
+            f"{settings.landing_dir}/{contract.labels.dir}/<YYYY-MM-DD>.csv, then run `ml-assets demo --no-simulate`."
+        )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from ml_assets.simulate.generator import simulate
 
     settings = current_settings()
+    refuse_to_simulate_for_another_dataset(settings)
     cfg = _simulation_config(args, settings)
     res = simulate(settings.landing_dir, cfg)
     print(f"simulated {cfg.days} days from {cfg.start_date} into {res.landing_dir}: {res.rows} transactions, "
@@ -58,7 +75,9 @@ def run_graph(settings: Settings, first: str | None = None, last: str | None = N
     contract = load_contract(settings.contract_path)
     days = landing_partitions(landing, contract.records.dir) if first is None else None
     if days is not None and not days:
-        raise SystemExit(f"no landing files under {settings.landing_dir}: run `ml-assets simulate` first")
+        raise SystemExit(f"no landing files under {settings.landing_dir / contract.records.dir} (expected "
+                         f"<YYYY-MM-DD>.csv or .parquet, one per day): run `ml-assets simulate` for the demo, or "
+                         f"deliver your dataset's files there")
     first = first or days[0]
     last = last or days[-1]
     job = defs.resolve_implicit_global_asset_job_def()

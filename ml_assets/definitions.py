@@ -81,12 +81,15 @@ def executor_for(env: str) -> dg.ExecutorDefinition:
     return dg.multiprocess_executor
 
 
-def with_policies(asset: dg.AssetsDefinition, freshness: dg.FreshnessPolicy) -> dg.AssetsDefinition:
+def with_policies(asset, freshness: dg.FreshnessPolicy):
     """Cross-cutting policy, applied once here rather than on every asset:
     - D3 freshness on the assets whose staleness is an incident;
     - single-run backfills everywhere, so a range of days is one run (and
       `dagster asset materialize --select '*' --partition-range A...B` works: the CLI
-      requires the policy on every selected asset, partitioned or not)."""
+      requires the policy on every selected asset, partitioned or not).
+    The landing zone is observed, not materialized, and judged by its own delivery survey."""
+    if not isinstance(asset, dg.AssetsDefinition):
+        return asset
     if asset.backfill_policy is None:
         asset = asset.with_attributes(backfill_policy=dg.BackfillPolicy.single_run())
     return asset.map_asset_specs(
@@ -128,7 +131,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         assets=assets,
         jobs=[daily_ingest, retrain, registry.rollback],
         schedules=[dg.build_schedule_from_partitioned_job(daily_ingest, hour_of_day=1, minute_of_hour=30)],
-        sensors=[monitoring_sensors.build(contract), orchestration.alert_on_run_failure, orchestration.automation],
+        sensors=[monitoring_sensors.build(contract), orchestration.alert_on_run_failure,
+                 orchestration.build_freshness_alerts(FRESHNESS_GOVERNED), orchestration.automation],
         resources=RESOURCES[settings.env](settings, contract),
         executor=executor_for(settings.env),
     )

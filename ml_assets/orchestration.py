@@ -1,6 +1,7 @@
-"""Cross-cutting orchestration: the run-failure alert (O2) and declarative automation."""
+"""Cross-cutting orchestration: the run-failure alert (O2), freshness alerts (D3) and declarative automation."""
 
 
+import json
 import os
 
 import dagster as dg
@@ -51,3 +52,60 @@ automation = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Evaluates the assets' automation conditions (new partitions flow through features and monitoring).",
 )
+
+
+# D3: freshness states that are an incident. WARN is the contract's early warning (3/4 of the window).
+ALERTING_STATES = ("WARN", "FAIL")
+
+
+def freshness_transitions(previous: dict[str, str], current: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(asset, old, new) for every asset whose state changed into an alerting state.
+
+    Keyed on changes, not on states: an asset that stays stale alerts once, not on every tick;
+    one that recovers and goes stale again alerts again.
+    """
+    return [(asset, previous.get(asset, "UNKNOWN"), state) for asset, state in sorted(current.items())
+            if state != previous.get(asset, "UNKNOWN") and state in ALERTING_STATES]
+
+
+def current_freshness(instance: dg.DagsterInstance, governed: list[str], landing: str) -> tuple[dict, dict]:
+    """Freshness state per asset, as Dagster's freshness daemon last recorded it (FRESHNESS_STATE_CHANGE
+    events evaluating each asset's FreshnessPolicy), plus the landing zone's own delivery state from its
+    latest observation (a source is observed, not materialized, so Dagster's policies cannot judge it)."""
+    keys = [dg.AssetKey(a) for a in governed]
+    states = {k.to_user_string(): rec.freshness_state.value
+              for k, rec in instance.get_freshness_state_records(keys).items()}
+    details: dict[str, dict] = {}
+    records = instance.fetch_observations(dg.AssetKey(landing), limit=1).records
+    if records:
+        meta = records[0].asset_observation.metadata
+        delivery = meta["delivery_state"].value if "delivery_state" in meta else "unknown"
+        states[landing] = "FAIL" if delivery == "late" else "PASS"
+        details[landing] = {k: v.value for k, v in meta.items() if k != "sources"}
+    return states, details
+
+
+def build_freshness_alerts(governed: list[str], landing: str = "landing_zone") -> dg.SensorDefinition:
+    @dg.sensor(
+        name="alert_on_stale_assets",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="D3: an asset whose freshness policy turns WARN/FAIL, or a late landing delivery, goes to the "
+                    "alert sink once per state change.",
+    )
+    def alert_on_stale_assets(context: dg.SensorEvaluationContext, alerts: AlertSinkResource):
+        previous = json.loads(context.cursor) if context.cursor else {}
+        current, details = current_freshness(context.instance, governed, landing)
+        changes = freshness_transitions(previous, current)
+        for asset, old, new in changes:
+            alerts.send(Alert(
+                kind="freshness",
+                summary=f"{asset} is {'stale' if new == 'FAIL' else 'close to stale'} ({old} -> {new})",
+                details={"asset": asset, "state": new, "previous_state": old, **details.get(asset, {})},
+            ))
+        context.update_cursor(json.dumps({**previous, **current}, sort_keys=True))
+        if not changes:
+            return dg.SkipReason(f"no freshness state changed into {'/'.join(ALERTING_STATES)}")
+        return dg.SkipReason(f"alerted: {', '.join(f'{a} {o}->{n}' for a, o, n in changes)}")
+
+    return alert_on_stale_assets

@@ -11,8 +11,9 @@ from ml_assets.definitions import build_definitions
 
 # asset -> (group, upstream assets), exactly as DESIGN.md draws the graph.
 EXPECTED = {
-    "raw_transactions": ("ingestion", set()),
-    "raw_labels": ("ingestion", {"raw_transactions"}),
+    "landing_zone": ("ingestion", set()),
+    "raw_transactions": ("ingestion", {"landing_zone"}),
+    "raw_labels": ("ingestion", {"raw_transactions", "landing_zone"}),
     "transaction_features": ("features", {"raw_transactions"}),
     "online_features": ("features", {"transaction_features"}),
     "golden_set": ("datasets", {"transaction_features", "raw_labels", "raw_transactions"}),
@@ -24,6 +25,8 @@ EXPECTED = {
     "drift_report": ("monitoring", {"transaction_features", "batch_predictions", "training_set"}),
     "model_performance": ("monitoring", {"raw_labels", "batch_predictions"}),
 }
+# Observable source assets: observed (data version = what was delivered), never materialized.
+SOURCES = {"landing_zone"}
 DAILY = {"raw_transactions", "raw_labels", "transaction_features", "batch_predictions", "drift_report",
          "model_performance"}
 BLOCKING = {  # checks that guard training data or promotion must stop downstream steps
@@ -53,12 +56,17 @@ def test_every_asset_has_its_design_name_group_and_dependencies(defs):
     assert found == EXPECTED
     partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
     assert partitioned == DAILY
+    observable = {k.to_user_string() for k in graph.get_all_asset_keys()
+                  if graph.get(k).is_observable and not graph.get(k).is_materializable}
+    assert observable == SOURCES
 
 
 def test_every_asset_has_a_check_and_guards_are_blocking(defs):
     graph = defs.resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k) for k in graph.asset_check_keys}
-    assert {a for a, _ in checks} == set(EXPECTED), "every asset carries at least one check"
+    # The landing zone is observed, not materialized: its observation's delivery_state and the freshness
+    # sensor judge it (test_freshness.py).
+    assert {a for a, _ in checks} == set(EXPECTED) - SOURCES, "every materialized asset carries at least one check"
     blocking = {k for k, spec in checks.items() if spec.blocking}
     assert blocking == BLOCKING
 
@@ -67,7 +75,8 @@ def test_jobs_sensors_schedules_and_freshness(defs):
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_ingest", "retrain", "rollback"}
     assert set(defs.resolve_job_def("retrain").asset_layer.executable_asset_keys) >= {
         dg.AssetKey(a) for a in ("training_set", "model_checkpoint", "registered_model", "champion_model")}
-    assert {s.name for s in defs.sensors} == {"retrain_on_drift", "alert_on_run_failure", "ml_assets_automation"}
+    assert {s.name for s in defs.sensors} == {"retrain_on_drift", "alert_on_run_failure", "alert_on_stale_assets",
+                                              "ml_assets_automation"}
     assert [s.name for s in defs.schedules] == ["daily_ingest_schedule"]
     graph = defs.resolve_asset_graph()
     fresh = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).freshness_policy}

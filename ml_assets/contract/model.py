@@ -20,6 +20,7 @@ DType = Literal["string", "int", "float", "bool", "category", "datetime"]
 AggFunction = Literal["count", "sum", "mean", "max", "min"]
 DerivedOp = Literal["not_equal", "equal", "hour", "day_of_week"]
 
+ID_DTYPES = ("string", "category")
 _WINDOW = re.compile(r"^(\d+)([mhd])$")
 
 
@@ -170,7 +171,8 @@ class Thresholds(_Strict):
 
 
 class Contract(_Strict):
-    name: str
+    # Also the Feast project and the MLflow experiment/model prefix: letters, digits and underscores.
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     description: str = ""
     records: Records
     columns: dict[str, Column]
@@ -192,6 +194,13 @@ class Contract(_Strict):
         ):
             if name not in cols:
                 raise ValueError(f"{role} names column {name!r}, which is not under 'columns'")
+        for role, name in (("records.record_id", self.records.record_id), ("records.entity", self.records.entity)):
+            if cols[name].dtype not in ID_DTYPES:
+                raise ValueError(
+                    f"{role} names column {name!r} of dtype {cols[name].dtype}; identifiers must be declared as "
+                    f"{' or '.join(ID_DTYPES)}: they are joined and compared as text (labels to records, Feast "
+                    f"entity keys), so a numeric id would silently fail to match"
+                )
         if cols[self.records.event_timestamp].dtype != "datetime":
             raise ValueError("records.event_timestamp must name a column of dtype datetime")
         for name in self.features.passthrough:

@@ -1,15 +1,21 @@
 """Dagster wiring for the ingestion group: raw_transactions, raw_labels."""
 
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
 from ml_assets.contract import Contract
 from ml_assets.ingestion.ingest import IngestReport, ingest_partition, lake_key
+from ml_assets.ingestion.landing import landing_data_version, landing_state, survey_landing
 from ml_assets.metadata import md_table
 from ml_assets.resources import StorageResource
 
 GROUP = "ingestion"
+LANDING = "landing_zone"
+# How often the automation sensor observes the landing zone (a new delivery shows up within the hour).
+OBSERVE_CRON = "0 * * * *"
 RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 
@@ -75,8 +81,34 @@ def _null_check(reports: list[IngestReport], contract: Contract, asset: str, nul
     )
 
 
-def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
     nullable = {c for c, spec in contract.columns.items() if spec.nullable}
+
+    @dg.observable_source_asset(
+        name=LANDING,
+        group_name=GROUP,
+        required_resource_keys={"landing"},
+        automation_condition=dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON),
+        description=f"D3: the delivered files under {contract.records.dir}/ and {contract.labels.dir}/. Its data "
+        f"version is the newest delivery per source, so a late or missing delivery shows as nothing new; "
+        f"'delivery_state' is 'late' once the newest data is older than {contract.thresholds.freshness_hours} h.",
+    )
+    def landing_zone(context: dg.OpExecutionContext):
+        now = dt.datetime.now(dt.UTC)
+        expected = partitions.get_partition_keys(current_time=now)
+        surveys = survey_landing(context.resources.landing.get_store(), contract, expected, now)
+        state = landing_state(surveys)
+        meta = {
+            "delivery_state": state,
+            "threshold_freshness_hours": contract.thresholds.freshness_hours,
+            "expected_newest_partition": expected[-1] if expected else "none",
+            "sources": md_table(pd.DataFrame([s.row() for s in surveys])),
+            **{f"{s.role}_newest_partition": s.newest or "none" for s in surveys},
+            **{f"{s.role}_missing_partitions": len(s.missing) for s in surveys},
+        }
+        if state == "late":
+            context.log.warning("landing zone is late: %s", [s.row() for s in surveys if s.state == "late"])
+        return dg.ObserveResult(data_version=dg.DataVersion(landing_data_version(surveys)), metadata=meta)
 
     @dg.asset(
         group_name=GROUP,
@@ -84,6 +116,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=RETRY,
         kinds={"pandas", "pandera"},
+        deps=[LANDING],
         check_specs=[
             dg.AssetCheckSpec("schema_contract", asset="raw_transactions", blocking=True,
                               description="D1: rows violating the contract are quarantined; too many fail the partition"),
@@ -106,7 +139,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=RETRY,
         kinds={"pandas", "pandera"},
-        deps=[dg.AssetDep("raw_transactions", partition_mapping=dg.TimeWindowPartitionMapping(
+        deps=[LANDING, dg.AssetDep("raw_transactions", partition_mapping=dg.TimeWindowPartitionMapping(
             start_offset=-contract.labels.delay_days, end_offset=-contract.labels.delay_days,
             allow_nonexistent_upstream_partitions=True))],
         check_specs=[
@@ -146,4 +179,4 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             metadata={"orphan_labels": sum(orphans.values())},
         )
 
-    return [raw_transactions, raw_labels]
+    return [landing_zone, raw_transactions, raw_labels]
