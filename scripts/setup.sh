@@ -15,8 +15,12 @@ quiet_pip() { .venv/bin/python -m pip "$@" 2>&1 | grep -v "is ignored: it is nei
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing ml_assets and its pinned dependencies into .venv (a few minutes the first time)..."
   quiet_pip install --quiet --upgrade "pip>=24" "setuptools>=68"
-  quiet_pip install --quiet -c constraints.txt -e ".[dev]"
+  # compat: a plain path entry, so PYTHONPATH (e.g. a second git worktree) can take precedence
+  quiet_pip install --quiet -c constraints.txt -e ".[dev]" --config-settings editable_mode=compat
   .venv/bin/python -c "import ml_assets, torch, dagster, feast, mlflow" || { echo "install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
-.venv/bin/python -c "import torch, dagster, feast, mlflow; print(f'ml_assets environment ready: dagster {dagster.__version__}, torch {torch.__version__}, feast {feast.__version__}, mlflow {mlflow.__version__}')"
+.venv/bin/python - <<'PY'
+from importlib.metadata import version
+print("ml_assets environment ready: " + ", ".join(f"{p} {version(p)}" for p in ("dagster", "torch", "feast", "mlflow")))
+PY
