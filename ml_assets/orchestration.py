@@ -48,7 +48,7 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, alerts: AlertSinkR
 
 automation = dg.AutomationConditionSensorDefinition(
     "ml_assets_automation",
-    target=dg.AssetSelection.all(),
+    target=dg.AssetSelection.all(include_sources=True),  # the landing zone is observed by it too
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Evaluates the assets' automation conditions (new partitions flow through features and monitoring).",
 )
