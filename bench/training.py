@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import tempfile
 import threading
@@ -74,6 +75,10 @@ def throughput(launcher_cls, data: Path, root: Path, nproc: int, epochs: int, ba
             "val_auc": run.result["val_auc"], "wall_s": round(run.duration_s, 2)}
 
 
+class _Measured(Exception):
+    """Raised from the log callback once the resumed run has completed an epoch."""
+
+
 def recovery(launcher_cls, failed_cls, data: Path, root: Path, batch_size: int) -> dict:
     out, store = root / "recovery", root / "recovery_store"
     run_spec = spec(30, batch_size, 1)
@@ -99,16 +104,21 @@ def recovery(launcher_cls, failed_cls, data: Path, root: Path, batch_size: int) 
 
     def watch(line: str) -> None:
         now = time.monotonic()
-        if "resuming from" in line and "resumed" not in marks:
-            marks["resumed"] = now
+        resumed = re.search(r"resuming from .* \(epoch (\d+) of", line)
+        if resumed and "resumed" not in marks:
+            marks["resumed"], marks["resumed_from_epoch"] = now, int(resumed.group(1))
         if line.startswith('{"event": "epoch"') and "first_epoch" not in marks:
             marks["first_epoch"] = now
             marks["epoch"] = json.loads(line)["epoch"]
+            raise _Measured  # the launcher kills the run: the remaining epochs measure nothing new
 
     restart = time.monotonic()
-    run = launcher_cls(nproc_per_node=2, timeout_s=1800).launch(data, out, run_spec, log=watch,
-                                                                checkpoint_uri=str(store))
-    return {"killed_after_checkpoint": 2, "resumed_from_epoch": run.result["resumed_from_epoch"],
+    try:
+        launcher_cls(nproc_per_node=2, timeout_s=1800).launch(data, out, run_spec, log=watch,
+                                                              checkpoint_uri=str(store))
+    except _Measured:
+        pass
+    return {"killed_after_checkpoint": 2, "resumed_from_epoch": marks["resumed_from_epoch"],
             "kill_to_failure_reported_s": round(detected, 2),
             "relaunch_to_resumed_s": round(marks["resumed"] - restart, 2),
             "kill_to_resumed_s": round(marks["resumed"] - killed["at"], 2),

@@ -55,6 +55,10 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         if latest["training_hash"] != training["content_hash"]:
             raise dg.Failure("model_checkpoint was trained on a different training_set than the current one "
                              f"({latest['training_hash'][:12]} vs {training['content_hash'][:12]}); re-run training")
+        if "artifacts_prefix" not in latest:
+            raise dg.Failure(f"{LATEST} was written before checkpoints were kept in the lake and names no "
+                             "artifacts_prefix; re-materialize model_checkpoint (it resumes, nothing is retrained "
+                             "twice)")
         # The artifacts come from the lake, not from the training step's disk: on Kubernetes every step is a pod.
         out_dir = Path(tempfile.mkdtemp(prefix="registered_model-"))
         for name in ("model.pt", "preprocessor.json", "result.json", "metrics.jsonl"):

@@ -71,8 +71,40 @@ def _child_env(extra_env: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def _descendants(pid: int) -> dict[int, bytes | None]:
+    """Every live descendant of `pid` with its command line (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name in field 2 may hold spaces; the parent pid follows the closing parenthesis.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return {p: _cmdline(p) for p in found}
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group (torchrun forwards it to the ranks), then SIGKILL whatever is left."""
+    """SIGTERM the process group (torchrun forwards it to the ranks), then SIGKILL whatever is left.
+
+    torchrun starts each rank in a session of its own, so the ranks are collected first and
+    killed by pid too: a torchrun that dies before forwarding the signal must not orphan them."""
+    ranks = _descendants(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -86,6 +118,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for pid, cmdline in ranks.items():
+        if cmdline is None or _cmdline(pid) != cmdline:
+            continue  # gone, or the pid now belongs to another process
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
     proc.wait()
 
 
