@@ -347,8 +347,14 @@ class KubernetesJobRunner:
             log(f"submitted indexed Job {self.namespace}/{name} ({job['spec']['completions']} nodes)")
             self._wait(name, job["spec"]["completions"], timeout_s, log, overtime_s, on_overtime)
         finally:
-            self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
-            self.core.delete_namespaced_service(name, self.namespace)
+            # Pods go with their Job; a failed clean-up is reported but must not hide why training failed.
+            for delete in (lambda: self.batch.delete_namespaced_job(name, self.namespace,
+                                                                    propagation_policy="Background"),
+                           lambda: self.core.delete_namespaced_service(name, self.namespace)):
+                try:
+                    delete()
+                except k8s.ApiException as e:
+                    log(f"could not delete {self.namespace}/{name}: {e.status} {e.reason}")
 
     def _wait(self, name: str, nodes: int, timeout_s: float, log: Callable[[str], None], overtime_s: float | None,
               on_overtime: Callable[[float], None] | None) -> None:
@@ -373,6 +379,9 @@ class KubernetesJobRunner:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"{RUN_LABEL}={name}").items
         lines: list[str] = []
         for pod in pods:
-            text = self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace, tail_lines=20)
+            try:
+                text = self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace, tail_lines=20)
+            except k8s.ApiException as e:
+                text = f"(no log: {e.status} {e.reason})"
             lines += [f"[{pod.metadata.name}] {line}" for line in text.splitlines()]
         return lines
