@@ -180,8 +180,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         "aliases": [a for a, v in registry.aliases().items() if v == ref.version],
         "data": {k: t.get(k) for k in ("training_set_hash", "training_partitions", "training_date_range",
                                        "training_rows", "golden_version", "golden_hash")},
-        "run": {"dagster_run_id": t.get("dagster_run_id"), "mlflow_run_id": ref.run_id,
-                "code_version": t.get("code_version"), "checkpoint_run_key": t.get("checkpoint_run_key")},
+        "run": {"dagster_run_id": t.get("dagster_run_id"), "training_dagster_run_id": t.get("training_dagster_run_id"),
+                "mlflow_run_id": ref.run_id, "code_version": t.get("code_version"),
+                "checkpoint_run_key": t.get("checkpoint_run_key"), "checkpoint_uri": t.get("checkpoint_uri")},
         "params": dict(run.data.params) if run else {},
         "metrics": {"validation": dict(run.data.metrics) if run else {},
                     "golden_set": {k: t.get(k) for k in t if k.startswith("golden_") and k != "golden_version"
@@ -193,7 +194,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, default=str))
     else:
         print(f"{out['model']}  aliases: {', '.join(out['aliases']) or '-'}")
-        for section in ("data", "run", "metrics", "promotion"):
+        for section in ("data", "run", "params", "metrics", "promotion"):
             print(f"{section}:")
             for k, v in out[section].items():
                 print(f"  {k}: {v}")

@@ -18,6 +18,7 @@ from ml_assets.partitions import daily_partitions
 from ml_assets.registry import assets as registry
 from ml_assets.resources import (
     FeastResource,
+    KubernetesTorchrunLauncherResource,
     LocalStorageResource,
     LocalTorchrunLauncherResource,
     LogFileAlertSink,
@@ -65,9 +66,30 @@ def prod_resources(settings: Settings, contract: Contract) -> dict:
                                redis_connection_string=env("ML_ASSETS_REDIS_URL")),
         "mlflow": MLflowResource(tracking_uri=env("MLFLOW_TRACKING_URI"), experiment=contract.name,
                                  model_name=f"{contract.name}_model"),
-        "trainer": LocalTorchrunLauncherResource(nproc_per_node=contract.training.nproc_per_node),
+        "trainer": kubernetes_trainer(),
         "alerts": LogFileAlertSink(path=str(settings.alerts_path)),
     }
+
+
+def kubernetes_trainer() -> KubernetesTorchrunLauncherResource:
+    """GPU training on the cluster; its shape (image, nodes, GPUs) comes from ML_ASSETS_* variables."""
+    from ml_assets.training.k8s import config_from_env
+
+    cfg = config_from_env()
+    return KubernetesTorchrunLauncherResource(
+        image=cfg.image, namespace=cfg.namespace, nnodes=cfg.nnodes, gpus_per_node=cfg.gpus_per_node,
+        gpu_resource=cfg.gpu_resource, node_selector=cfg.node_selector, tolerations=cfg.tolerations,
+        service_account=cfg.service_account, max_restarts=cfg.max_restarts, env_secret=cfg.env_secret or "")
+
+
+def training_op_tags(env: str) -> dict[str, str]:
+    """prod: the model_checkpoint step's `dagster-k8s/config` (GPUs, tolerations, node selector) for the
+    k8s_job_executor; the same config object as the trainer resource, so the two cannot disagree."""
+    if env != "prod":
+        return {}
+    from ml_assets.training.k8s import step_op_tags
+
+    return step_op_tags(kubernetes_trainer().config())
 
 
 RESOURCES = {"local": local_resources, "prod": prod_resources}
@@ -112,7 +134,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         *ingestion.build(contract, partitions),
         *features.build(contract, partitions),
         *datasets.build(contract, partitions),
-        *training.build(contract, settings.work_dir / "checkpoints"),
+        *training.build(contract, settings.work_dir / "checkpoints", op_tags=training_op_tags(settings.env)),
         *registry.build(contract),
         *monitoring.build(contract, partitions),
     ]

@@ -152,3 +152,21 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def store_for_uri(uri: str | Path) -> ObjectStore:
+    """The store rooted at `uri`: `s3://bucket/prefix` or a local directory.
+
+    Used where only a string can travel (command lines of training pods): the S3 endpoint
+    and credentials come from the environment (ML_ASSETS_S3_ENDPOINT_URL, AWS_*), never
+    from the URI (S1).
+    """
+    text = str(uri)
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"storage URI {text!r} names no bucket; expected s3://bucket/prefix")
+        return S3Store(bucket, prefix, endpoint_url=os.environ.get("ML_ASSETS_S3_ENDPOINT_URL") or None)
+    if "://" in text:
+        raise ValueError(f"storage URI {text!r}: expected s3://bucket/prefix or a local directory path")
+    return LocalStore(text)

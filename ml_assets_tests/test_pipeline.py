@@ -1,6 +1,7 @@
 """The whole asset graph, materialized for real on a small simulated dataset."""
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -87,8 +88,8 @@ def test_champion_is_registered_with_lineage_and_golden_metrics(pipeline):
     champ = registry.alias(CHAMPION)
     assert champ is not None and champ.version == "1"
     tags = champ.tags
-    for key in ("training_set_hash", "training_partitions", "code_version", "dagster_run_id", "artifact_sha256",
-                "golden_version"):
+    for key in ("training_set_hash", "training_partitions", "training_date_range", "code_version", "dagster_run_id",
+                "training_dagster_run_id", "checkpoint_uri", "artifact_sha256", "golden_version"):
         assert tags.get(key), key
     assert tags["dagster_run_id"] == pipeline["result"].run_id
     assert float(tags["golden_roc_auc"]) >= c.thresholds.gates.roc_auc_min
@@ -148,3 +149,56 @@ def test_tampered_champion_artifact_is_refused(pipeline):
     finally:
         weights[0].write_bytes(original)
     registry.load_verified(registry.alias(CHAMPION).version)
+
+
+def test_lineage_command_prints_data_run_and_metrics_of_the_champion(pipeline, capsys, monkeypatch):
+    """T4: "which data produced the champion, and what was its golden-set AUC?" is one command."""
+    from ml_assets import cli
+
+    s, c = pipeline["settings"], pipeline["contract"]
+    monkeypatch.setenv("ML_ASSETS_HOME", str(s.home))
+    monkeypatch.setenv("ML_ASSETS_CONTRACT", str(s.contract_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    manifest = json.loads(lake(pipeline).read_bytes("training_set/manifest.json"))
+    champ = Registry(s.mlflow_tracking_uri, f"{c.name}_model", c.name).alias(CHAMPION)
+
+    assert cli.main(["lineage", "--alias", "champion"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"{c.name}_model v{champ.version}  aliases: ") and "champion" in out
+    assert out.index("\ndata:") < out.index("\nrun:") < out.index("\nparams:") < out.index("\nmetrics:")
+    assert f"training_set_hash: {manifest['content_hash']}" in out
+    assert f"training_partitions: {manifest['partitions'][0]}..{manifest['partitions'][-1]}" in out
+    assert f"training_date_range: {manifest['date_from']}..{manifest['date_to']}" in out
+    assert f"dagster_run_id: {pipeline['result'].run_id}" in out
+    assert f"code_version: {champ.tags['code_version']}" in out and f"seed: {c.training.seed}" in out
+
+    assert cli.main(["lineage", "--alias", "champion", "--json"]) == 0
+    lineage = json.loads(capsys.readouterr().out)
+    assert lineage["data"]["training_set_hash"] == manifest["content_hash"]
+    assert lineage["run"]["dagster_run_id"] == lineage["run"]["training_dagster_run_id"] == pipeline["result"].run_id
+    assert float(lineage["metrics"]["golden_set"]["golden_roc_auc"]) >= c.thresholds.gates.roc_auc_min
+    assert 0.5 < lineage["metrics"]["validation"]["val_auc"] <= 1.0
+    assert lineage["params"]["learning_rate"] == str(c.training.learning_rate)
+
+    assert cli.main(["lineage", "--alias", "no-such-alias"]) == 1
+    assert "no model version has alias 'no-such-alias'" in capsys.readouterr().err
+
+
+def test_champion_preprocessing_was_fitted_on_the_training_split_alone(pipeline):
+    """T5: neither validation nor golden rows shaped the served preprocessing."""
+    from ml_assets.training.ddp import split_by_time
+    from ml_assets.training.preprocess import Preprocessor
+
+    s, c = pipeline["settings"], pipeline["contract"]
+    registry = Registry(s.mlflow_tracking_uri, f"{c.name}_model", c.name)
+    model, _ = registry.load_verified(registry.alias(CHAMPION).version)
+    served = model.unwrap_python_model().preprocessor
+    training = lake(pipeline).read_parquet("training_set/training_set.parquet")
+    golden = lake(pipeline).read_parquet("golden_set/v1/golden_set.parquet")
+    train, validation = split_by_time(training, c.timestamp, c.datasets.validation_fraction)
+    fit = lambda df: Preprocessor.fit(df, c.numeric_features, c.categorical_features)  # noqa: E731
+    assert served == fit(train)
+    # The comparison can tell: adding either split's rows would have changed the fit.
+    assert served != fit(pd.concat([train, validation], ignore_index=True))
+    features = [*c.numeric_features, *c.categorical_features]
+    assert served != fit(pd.concat([train[features], golden[features]], ignore_index=True))

@@ -131,6 +131,8 @@ class Training(_Strict):
     nproc_per_node: int = Field(default=2, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
     expected_minutes: float = Field(default=5, gt=0)
+    overtime_factor: float = Field(default=1.5, gt=1)   # T3: alert when a run passes this x expected
+    deadline_factor: float = Field(default=2.0, gt=1)   # T2: kill the run (and its pods) at this x expected
 
 
 class Gates(_Strict):

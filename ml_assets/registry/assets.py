@@ -4,6 +4,8 @@ rollback job's op."""
 
 import datetime as dt
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -53,7 +55,14 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         if latest["training_hash"] != training["content_hash"]:
             raise dg.Failure("model_checkpoint was trained on a different training_set than the current one "
                              f"({latest['training_hash'][:12]} vs {training['content_hash'][:12]}); re-run training")
-        out_dir = Path(latest["out_dir"])
+        if "artifacts_prefix" not in latest:
+            raise dg.Failure(f"{LATEST} was written before checkpoints were kept in the lake and names no "
+                             "artifacts_prefix; re-materialize model_checkpoint (it resumes, nothing is retrained "
+                             "twice)")
+        # The artifacts come from the lake, not from the training step's disk: on Kubernetes every step is a pod.
+        out_dir = Path(tempfile.mkdtemp(prefix="registered_model-"))
+        for name in ("model.pt", "preprocessor.json", "result.json", "metrics.jsonl"):
+            (out_dir / name).write_bytes(store.read_bytes(f"{latest['artifacts_prefix']}/{name}"))
         r = latest["result"]
         registry = mlflow.registry()
         tags = {
@@ -66,6 +75,9 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             "code_version": code_version(),
             "dagster_run_id": context.run.run_id,
             "checkpoint_run_key": latest["run_key"],
+            # The run that trained may be an earlier one than the run that registers (resumed or re-registered).
+            "training_dagster_run_id": latest["dagster_run_id"],
+            "checkpoint_uri": latest["checkpoint_uri"],
             "contract": contract.name,
             "threshold": r["threshold"],
         }
@@ -86,6 +98,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             tags=tags,
             run_name=f"train-{latest['run_key']}",
         )
+        shutil.rmtree(out_dir, ignore_errors=True)  # MLflow holds its own copy now
         integrity_error = None
         try:
             model, digest = registry.load_verified(ref.version)

@@ -5,11 +5,16 @@ from ml_assets.resources.alerts import AlertSinkResource, LogFileAlertSink
 from ml_assets.resources.feast import FeastResource
 from ml_assets.resources.mlflow import MLflowResource
 from ml_assets.resources.storage import LocalStorageResource, S3StorageResource, StorageResource
-from ml_assets.resources.training import LocalTorchrunLauncherResource, TrainingLauncherResource
+from ml_assets.resources.training import (
+    KubernetesTorchrunLauncherResource,
+    LocalTorchrunLauncherResource,
+    TrainingLauncherResource,
+)
 
 __all__ = [
     "AlertSinkResource",
     "FeastResource",
+    "KubernetesTorchrunLauncherResource",
     "LocalStorageResource",
     "LocalTorchrunLauncherResource",
     "LogFileAlertSink",

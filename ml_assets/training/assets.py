@@ -18,6 +18,8 @@ from ml_assets.training.launcher import TrainingFailed
 
 GROUP = "training"
 LATEST = "model_checkpoint/latest.json"
+# Durable checkpoints and outputs of each training run, in the lake (local directory or S3 prefix): T1.
+RUNS_PREFIX = "model_checkpoint/runs"
 
 
 def training_spec(contract: Contract) -> dict:
@@ -42,14 +44,19 @@ def run_key(training_hash: str, spec: dict) -> str:
     return hashlib.sha256((training_hash + json.dumps(spec, sort_keys=True)).encode()).hexdigest()[:16]
 
 
-def build(contract: Contract, checkpoints_root: Path) -> list[dg.AssetsDefinition]:
-    expected_s = contract.training.expected_minutes * 60
+def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | None = None
+          ) -> list[dg.AssetsDefinition]:
+    """`op_tags` add to the step's tags: in production the `dagster-k8s/config` GPU request (see training.k8s)."""
+    t = contract.training
+    expected_s = t.expected_minutes * 60
+    overtime_s = t.overtime_factor * expected_s
+    deadline_s = t.deadline_factor * expected_s
 
     @dg.asset(
         group_name=GROUP,
         deps=["training_set"],
         kinds={"pytorch"},
-        op_tags={"ml_assets/gpu": "true"},
+        op_tags={"ml_assets/gpu": "true", **(op_tags or {})},
         check_specs=[dg.AssetCheckSpec("validation_auc", asset="model_checkpoint",
                                        description="the trained network learned something: validation ROC AUC "
                                                    "at least the golden-set gate")],
@@ -65,27 +72,42 @@ def build(contract: Contract, checkpoints_root: Path) -> list[dg.AssetsDefinitio
         out_dir.mkdir(parents=True, exist_ok=True)
         data = out_dir / "training_set.parquet"
         data.write_bytes(store.read_bytes(TRAINING_KEY))
+        artifacts_prefix = f"{RUNS_PREFIX}/{key}"
+        checkpoint_uri = store.uri(artifacts_prefix)
+        overtime: list[float] = []
+
+        def on_overtime(elapsed_s: float) -> None:
+            # T3: sent while training still runs, so a person hears before the deadline kills it.
+            overtime.append(elapsed_s)
+            alerts.send(Alert(kind="training_overtime", run_id=context.run.run_id, job=context.job_name,
+                              steps=["model_checkpoint"],
+                              summary=f"training has run {elapsed_s:.0f}s, over {t.overtime_factor}x the expected "
+                                      f"{expected_s:.0f}s (deadline {deadline_s:.0f}s)",
+                              details={"elapsed_s": elapsed_s, "expected_s": expected_s, "overtime_s": overtime_s,
+                                       "deadline_s": deadline_s}))
+
         t0 = time.perf_counter()
         try:
-            result = trainer.launch(data, out_dir, spec, log=context.log.info, timeout_s=2 * expected_s)
+            result = trainer.launch(data, out_dir, spec, log=context.log.info, timeout_s=deadline_s,
+                                    checkpoint_uri=checkpoint_uri, overtime_s=overtime_s, on_overtime=on_overtime)
         except TrainingFailed as e:
-            alerts.send(Alert(kind="training_failure", summary=f"model_checkpoint failed: {str(e)[:300]}",
-                              run_id=context.run.run_id, job=context.job_name, steps=["model_checkpoint"], error=str(e)))
+            alerts.send(Alert(kind="training_failure", summary=f"model_checkpoint failed: {e.reason}"[:300],
+                              run_id=context.run.run_id, job=context.job_name, steps=["model_checkpoint"], error=str(e),
+                              details={"reason": e.reason, "returncode": e.returncode,
+                                       "checkpoint_uri": checkpoint_uri, "output_tail": e.output_tail[-10:]}))
             raise
         took = time.perf_counter() - t0
-        if took > 1.5 * expected_s:  # T3: overtime alerts even when training eventually succeeded
-            alerts.send(Alert(kind="training_overtime", run_id=context.run.run_id, job=context.job_name,
-                              summary=f"training took {took:.0f}s, over 1.5x the expected {expected_s:.0f}s",
-                              details={"duration_s": took, "expected_s": expected_s}))
         r = result.result
-        latest = {"run_key": key, "out_dir": str(out_dir), "training_hash": manifest["content_hash"],
+        latest = {"run_key": key, "out_dir": str(out_dir), "artifacts_prefix": artifacts_prefix,
+                  "checkpoint_uri": checkpoint_uri, "training_hash": manifest["content_hash"],
                   "dagster_run_id": context.run.run_id, "result": r}
         store.write_bytes(LATEST, json.dumps(latest, indent=2).encode())
         epochs = pd.DataFrame(result.epochs_log)
         yield dg.MaterializeResult(metadata={
             "run_key": key,
             "checkpoint_dir": dg.MetadataValue.path(str(out_dir)),
-            "checkpoints": len(list((out_dir / "checkpoints").glob("*.pt"))),
+            "checkpoint_uri": checkpoint_uri,
+            "checkpoints": len(r.get("checkpoints") or []),
             "training_set_hash": manifest["content_hash"],
             "epochs": r["epochs"],
             "resumed_from_epoch": r.get("resumed_from_epoch"),
@@ -99,6 +121,9 @@ def build(contract: Contract, checkpoints_root: Path) -> list[dg.AssetsDefinitio
             "samples_per_s": r.get("samples_per_s"),
             "duration_s": round(took, 1),
             "expected_duration_s": expected_s,
+            "overtime_after_s": overtime_s,
+            "deadline_s": deadline_s,
+            "overtime_alerted": bool(overtime),
             "launcher": json.dumps(trainer.describe()),
             "epoch_log": md_table(epochs[[c for c in epochs.columns if c != "event"]]) if len(epochs) else "resumed",
         })

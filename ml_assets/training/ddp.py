@@ -30,6 +30,13 @@ that loads; an unreadable one is reported on stderr and the previous one is used
 checkpoint written for other data or another spec is refused (resuming it would mix two
 trainings). All checkpoints are kept.
 
+Durable storage (T1). With `--checkpoint-uri` (a local directory or `s3://bucket/prefix`, the
+configured lake), rank 0 also copies every checkpoint there right after writing it (an atomic
+rename locally, a single PUT on S3), and the final outputs (model.pt, preprocessor.json,
+result.json, metrics.jsonl) at the end. On start every rank first copies the checkpoints its
+local disk lacks from there, so a run restarted on a fresh pod or a wiped node resumes where
+the last one stopped. `--data` and `--spec` may be `s3://` objects too (multi-node pods).
+
 Reproducibility (T6). torch, numpy and random are seeded, the model is initialised
 from the seed, the sampler order depends only on seed and epoch, and a resumed run
 restores the RNG states, so a crash-and-resume run ends with the same weights as an
@@ -55,6 +62,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +76,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, TensorDataset
 
-from ml_assets.storage import atomic_write_bytes
+from ml_assets.storage import ObjectStore, S3Store, atomic_write_bytes, store_for_uri
 from ml_assets.training.model import build_model
 from ml_assets.training.preprocess import Preprocessor
 
@@ -92,6 +100,11 @@ SPEC_DEFAULTS: dict[str, Any] = {"lr_step_epochs": 10, "lr_gamma": 0.5}
 # Spec keys that may change between a crash and its resume without invalidating the checkpoints.
 RESUMABLE_SPEC_KEYS = ("epochs", "checkpoint_every")
 FAIL_AFTER_EPOCH_ENV = "ML_ASSETS_FAIL_AFTER_EPOCH"
+# Collective timeout: a rank stuck in all_reduce (a dead peer, a hung NCCL ring) fails after this instead of forever.
+DIST_TIMEOUT_ENV = "ML_ASSETS_DIST_TIMEOUT_S"
+DEFAULT_DIST_TIMEOUT_S = 1800
+# What rank 0 publishes to the durable store at the end, next to the checkpoints.
+PUBLISHED_OUTPUTS = ("model.pt", "preprocessor.json", "metrics.jsonl", "result.json")
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.pt$")
@@ -127,7 +140,8 @@ def _init_distributed() -> DistEnv:
     backend = None
     if world_size > 1:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        timeout = timedelta(seconds=float(os.environ.get(DIST_TIMEOUT_ENV, DEFAULT_DIST_TIMEOUT_S)))
+        dist.init_process_group(backend=backend, timeout=timeout)
     return DistEnv(rank, world_size, local_rank, device, backend)
 
 
@@ -216,6 +230,36 @@ def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
     return sorted(found)
+
+
+def restore_from_store(store: ObjectStore, out_dir: str | Path) -> list[str]:
+    """Copy the checkpoints the durable store holds and local disk lacks; returns their file names.
+
+    Each rank may run this at once on a shared disk: the writes are atomic renames of identical bytes.
+    """
+    out_dir = Path(out_dir)
+    local = {p.name for _, p in list_checkpoints(out_dir)}
+    restored = []
+    for key in store.list(CHECKPOINT_DIR):
+        name = key.rsplit("/", 1)[-1]
+        if _CHECKPOINT_RE.match(name) and name not in local:
+            atomic_write_bytes(out_dir / CHECKPOINT_DIR / name, store.read_bytes(key))
+            restored.append(name)
+    metrics = out_dir / "metrics.jsonl"
+    if restored and not metrics.exists() and store.exists("metrics.jsonl"):
+        atomic_write_bytes(metrics, store.read_bytes("metrics.jsonl"))
+    return sorted(restored)
+
+
+def fetch_input(location: str, dest: Path) -> Path:
+    """A local path as is; an `s3://bucket/key` object downloaded (atomically) to `dest`."""
+    if not location.startswith("s3://"):
+        return Path(location)
+    bucket, _, key = location[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"input {location!r}: expected s3://bucket/key")
+    atomic_write_bytes(dest, S3Store(bucket, "", os.environ.get("ML_ASSETS_S3_ENDPOINT_URL") or None).read_bytes(key))
+    return dest
 
 
 def _capture_rng() -> dict[str, Any]:
@@ -379,9 +423,14 @@ def _append_metrics(path: Path, row: dict[str, Any]) -> None:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ml_assets.training.ddp", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path, help="training set (parquet)")
+    parser.add_argument("--data", required=True, help="training set (parquet): a path or s3://bucket/key")
     parser.add_argument("--out", required=True, type=Path, help="run directory: checkpoints, model, result.json")
-    parser.add_argument("--spec", required=True, type=Path, help="training spec (JSON)")
+    parser.add_argument("--spec", required=True, help="training spec (JSON): a path or s3://bucket/key")
+    parser.add_argument(
+        "--checkpoint-uri",
+        default=None,
+        help="durable copy of the checkpoints and outputs: a directory or s3://bucket/prefix (T1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -414,9 +463,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace, env: DistEnv) -> None:
     started = time.perf_counter()
-    spec = load_spec(args.spec)
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Per-rank file names: local ranks of one pod share the disk, and a download is not worth a barrier.
+    spec = load_spec(fetch_input(args.spec, out_dir / f".spec.rank{env.rank}.json"))
+    data_path = fetch_input(args.data, out_dir / f".training_set.rank{env.rank}.parquet")
+    store = store_for_uri(args.checkpoint_uri) if args.checkpoint_uri else None
+    if store is not None:
+        restored = restore_from_store(store, out_dir)
+        if restored:
+            log.info("restored %s from %s", ", ".join(restored), args.checkpoint_uri)
     metrics_path = out_dir / "metrics.jsonl"
     epochs = int(spec["epochs"])
     seed = int(spec["seed"])
@@ -425,9 +481,9 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-    data_sha256 = _file_sha256(args.data)
+    data_sha256 = _file_sha256(data_path)
     fingerprint = _fingerprint(data_sha256, spec)
-    train_df, val_df = split_by_time(pd.read_parquet(args.data), spec["timestamp"], float(spec["validation_fraction"]))
+    train_df, val_df = split_by_time(pd.read_parquet(data_path), spec["timestamp"], float(spec["validation_fraction"]))
     y_train = _labels(train_df, spec["label"], "train")
     y_val = _labels(val_df, spec["label"], "validation")
     n_pos = int(y_train.sum())
@@ -556,6 +612,11 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
                     path,
                 )
                 log.info("wrote checkpoint %s", path)
+                if store is not None:
+                    # After the local write, before the barrier: once any rank moves on, the durable copy exists.
+                    store.write_bytes(f"{CHECKPOINT_DIR}/{path.name}", path.read_bytes())
+                    store.write_bytes("metrics.jsonl", metrics_path.read_bytes())
+                    log.info("copied checkpoint %s to %s", path.name, args.checkpoint_uri)
             _barrier(env)
             if fail_after is not None and epoch == fail_after:
                 log.error(
@@ -603,6 +664,10 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
             "checkpoints": [p.name for _, p in list_checkpoints(out_dir)],
         }
         _write_json_atomic(out_dir / "result.json", result)
+        if store is not None:
+            # result.json last: its presence in the store means the other outputs are complete.
+            for name in PUBLISHED_OUTPUTS:
+                store.write_bytes(name, (out_dir / name).read_bytes())
         _emit({"event": "done", **result})
     _barrier(env)
 

@@ -1,8 +1,15 @@
-"""Run the DDP entry point (`ml_assets.training.ddp`) locally through torchrun.
+"""Run the DDP entry point (`ml_assets.training.ddp`) through torchrun on this machine.
 
 The launcher owns the child process tree: torchrun runs in its own process group, which
 is killed as a whole when the deadline passes or the caller is interrupted, so no
 orphaned workers keep a CPU (or a GPU) busy after the step that started them is gone.
+
+`torchrun_args` is the one place the torchrun flags are built: the local launcher, the
+single-node Kubernetes step (same launcher, inside the step pod) and the multi-node pods
+(`ml_assets.training.k8s`) all use it, so what the tests run here is what the pods run.
+Single node: `--standalone`. Several nodes: the c10d rendezvous on node 0 (`--rdzv-endpoint`),
+which, unlike the static one, lets a replaced node re-join and `--max-restarts` restart
+every node's workers together.
 """
 
 from __future__ import annotations
@@ -64,8 +71,40 @@ def _child_env(extra_env: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def _descendants(pid: int) -> dict[int, bytes | None]:
+    """Every live descendant of `pid` with its command line (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name in field 2 may hold spaces; the parent pid follows the closing parenthesis.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return {p: _cmdline(p) for p in found}
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group (torchrun forwards it to the ranks), then SIGKILL whatever is left."""
+    """SIGTERM the process group (torchrun forwards it to the ranks), then SIGKILL whatever is left.
+
+    torchrun starts each rank in a session of its own, so the ranks are collected first and
+    killed by pid too: a torchrun that dies before forwarding the signal must not orphan them."""
+    ranks = _descendants(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -79,7 +118,47 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for pid, cmdline in ranks.items():
+        if cmdline is None or _cmdline(pid) != cmdline:
+            continue  # gone, or the pid now belongs to another process
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
     proc.wait()
+
+
+ENTRY_MODULE = "ml_assets.training.ddp"
+
+
+def torchrun_args(
+    nproc_per_node: int,
+    max_restarts: int = 0,
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str | None = None,
+) -> list[str]:
+    """torchrun's flags (without the program): standalone on one node, c10d rendezvous on node 0 for several."""
+    if nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
+    if max_restarts < 0:
+        raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+    if nnodes < 1:
+        raise ValueError(f"nnodes must be >= 1, got {nnodes}")
+    common = [f"--nproc-per-node={nproc_per_node}", f"--max-restarts={max_restarts}"]
+    if nnodes == 1:
+        return ["--standalone", *common]
+    if not rdzv_endpoint or not rdzv_id:
+        raise ValueError(f"{nnodes} nodes need a rendezvous endpoint (host:port of node 0) and a run id; "
+                         f"got endpoint={rdzv_endpoint!r}, id={rdzv_id!r}")
+    return [f"--nnodes={nnodes}", *common, "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+            f"--rdzv-id={rdzv_id}"]
+
+
+def entry_args(data: str | Path, out_dir: str | Path, spec: str | Path, checkpoint_uri: str | None = None) -> list[str]:
+    """The entry point's own arguments, after torchrun's."""
+    args = ["-m", ENTRY_MODULE, "--data", str(data), "--out", str(out_dir), "--spec", str(spec)]
+    return args + (["--checkpoint-uri", checkpoint_uri] if checkpoint_uri else [])
 
 
 class LocalTorchrunLauncher:
@@ -89,40 +168,39 @@ class LocalTorchrunLauncher:
         max_restarts: int = 0,
         timeout_s: float | None = None,
         extra_env: dict | None = None,
+        nnodes: int = 1,
+        rdzv_endpoint: str | None = None,
+        rdzv_id: str | None = None,
     ):
-        if nproc_per_node < 1:
-            raise ValueError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
-        if max_restarts < 0:
-            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+        # Validates the numbers before anything starts.
+        self.torchrun_args = torchrun_args(nproc_per_node, max_restarts, nnodes, rdzv_endpoint, rdzv_id)
         self.nproc_per_node = nproc_per_node
         self.max_restarts = max_restarts
+        self.nnodes = nnodes
         self.timeout_s = timeout_s
         self.extra_env = dict(extra_env or {})
 
-    def command(self, data: Path, out_dir: Path, spec_path: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={self.nproc_per_node}",
-            f"--max-restarts={self.max_restarts}",
-            "-m",
-            "ml_assets.training.ddp",
-            "--data",
-            str(data),
-            "--out",
-            str(out_dir),
-            "--spec",
-            str(spec_path),
-        ]
+    def command(self, data: Path, out_dir: Path, spec_path: Path, checkpoint_uri: str | None = None) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", *self.torchrun_args,
+                *entry_args(data, out_dir, spec_path, checkpoint_uri)]
 
-    def launch(self, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None] | None = None) -> TrainingResult:
+    def launch(
+        self,
+        data: Path,
+        out_dir: Path,
+        spec: dict,
+        log: Callable[[str], None] | None = None,
+        checkpoint_uri: str | None = None,
+        overtime_s: float | None = None,
+        on_overtime: Callable[[float], None] | None = None,
+    ) -> TrainingResult:
+        """Run to completion. `on_overtime(elapsed_s)` is called once, while training still runs, when
+        `overtime_s` has passed (T3); past `timeout_s` the whole process tree is killed."""
         data, out_dir = Path(data), Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         spec_path = out_dir / "spec.json"
         atomic_write_bytes(spec_path, (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode())
-        cmd = self.command(data, out_dir, spec_path)
+        cmd = self.command(data, out_dir, spec_path, checkpoint_uri)
         tail: deque[str] = deque(maxlen=_TAIL_LINES)
         epochs_log: list[dict[str, Any]] = []
         started = time.monotonic()
@@ -144,8 +222,12 @@ class LocalTorchrunLauncher:
         lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
         reader.start()
+        overtime_at = started + overtime_s if overtime_s is not None and on_overtime is not None else None
         try:
             while True:
+                if overtime_at is not None and time.monotonic() >= overtime_at:
+                    overtime_at = None
+                    on_overtime(time.monotonic() - started)
                 timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
                 try:
                     line = lines.get(timeout=timeout)

@@ -279,3 +279,27 @@ def test_deadline_kills_the_whole_process_tree(data_path: Path, tmp_path: Path):
         watcher.join()
     assert len(seen) >= 3, f"expected torchrun and two ranks to be running before the deadline, saw {seen}"
     assert processes_mentioning(str(out)) == [], "processes still running after the deadline"
+
+
+def test_validation_rows_do_not_influence_the_fitted_preprocessing(data_path: Path, tmp_path: Path, single_thread):
+    """T5: the preprocessing (and the network) come from the train split alone; validation only scores."""
+    spec = {**SPEC, "epochs": 1, "checkpoint_every": 1}
+    base = run_in_process(data_path, tmp_path / "a", spec)
+    df = pd.read_parquet(data_path)
+    train, val = ddp.split_by_time(df, "ts", spec["validation_fraction"])
+    in_val = df["ts"] >= val["ts"].min()
+    assert in_val.sum() == len(val) == 600
+    changed = df.copy()
+    changed.loc[in_val, "amount"] = changed.loc[in_val, "amount"] * 1000 + 5e6
+    changed.loc[in_val, "channel"] = "never_seen_in_training"
+    changed.loc[in_val, "label"] = 1 - changed.loc[in_val, "label"]
+    changed.to_parquet(tmp_path / "changed.parquet", index=False)
+    other = run_in_process(tmp_path / "changed.parquet", tmp_path / "b", spec)
+
+    fitted = json.loads((tmp_path / "a" / "preprocessor.json").read_text())
+    assert json.loads((tmp_path / "b" / "preprocessor.json").read_text()) == fitted
+    assert fitted == Preprocessor.fit(train, SPEC["numeric"], SPEC["categorical"]).to_dict()
+    assert "never_seen_in_training" not in json.dumps(fitted)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    # The changed rows were read (they are the validation split: its metrics moved), just never fitted on.
+    assert other["val_auc"] != pytest.approx(base["val_auc"], abs=1e-3)
