@@ -32,6 +32,9 @@ def pipeline(tmp_path_factory):
         partitions={"start_date": "2026-01-01", "end_date": "2026-01-21"},
         datasets={"golden": {"window_days": 5, "min_per_class": 100}},
         training={"epochs": 4, "checkpoint_every": 2, "expected_minutes": 3},
+        # This test is about the graph, not latency: on a shared 2-core CI machine a single-row
+        # p99 can exceed the demo's 50 ms. The latency gate has its own firing tests.
+        thresholds={"gates": {"latency_p99_ms": 500}},
     )
     settings = Settings(env="local", home=home, contract_path=contract_path)
     sim = simulate(settings.landing_dir, SimulationConfig(start_date=dt.date(2026, 1, 1), days=DAYS, n_cards=2500))
