@@ -39,7 +39,7 @@ from ml_assets.resources import LocalStorageResource, MLflowResource
 from ml_assets.simulate.generator import SimulationConfig, simulate
 from ml_assets.storage import LocalStore
 from ml_assets.training import ddp
-from ml_assets.training.assets import training_spec
+from ml_assets.training.assets import LATEST, training_spec
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.registry.variants import BiasedModel, NoisyModel, SlowModel, SquareRootModel
 
@@ -93,7 +93,10 @@ def world(tmp_path_factory):
     lake.write_bytes(manifest_key, json.dumps(manifest.to_dict()).encode())
     lake.write_parquet(TRAINING_KEY, training)
     lake.write_parquet(training_version_key(digest), training)
-    lake.write_bytes(TRAINING_MANIFEST, json.dumps({"content_hash": digest, "golden_version": g.version}).encode())
+    days = sorted(training[contract.timestamp].dt.date.astype(str).unique())
+    lake.write_bytes(TRAINING_MANIFEST, json.dumps({"content_hash": digest, "golden_version": g.version,
+                                                    "partitions": days, "date_from": days[0], "date_to": days[-1],
+                                                    "rows": len(training)}).encode())
 
     out = home / "run"
     out.mkdir()
@@ -101,6 +104,8 @@ def world(tmp_path_factory):
     (out / "spec.json").write_text(json.dumps(training_spec(contract)))
     assert ddp.main(["--data", str(out / "training_set.parquet"), "--out", str(out), "--spec",
                      str(out / "spec.json")]) == 0
+    lake.write_bytes(LATEST, json.dumps({"run_key": "promotion-tests", "out_dir": str(out), "training_hash": digest,
+                                         "result": json.loads((out / "result.json").read_text())}).encode())
     (home / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
         yield {"instance": instance, "home": home, "contract": contract, "lake": lake, "golden": golden,
@@ -268,6 +273,28 @@ def test_disjointness_is_refused_when_the_training_data_cannot_be_found_or_was_c
     modified = disjointness_gate(ModelRef("m", "6", None, {"training_set_hash": world["training_hash"]}),
                                  changed.get, golden, "v1", contract)
     assert not modified.passed and "it was modified" in modified.detail
+
+
+def test_failed_blocking_check_on_registered_model_stops_promotion_in_the_same_run(world, with_champion, tmp_path):
+    name, registry, champion, _ = with_champion
+    # The same real model against a latency limit no model meets: registered_model's check must stop the run.
+    strict = load_contract(write_contract(tmp_path / "strict.yaml",
+                                          partitions={"start_date": "2026-01-01", "end_date": "2026-01-21"},
+                                          datasets={"golden": {"window_days": 5, "min_per_class": 100}},
+                                          thresholds={"gates": {"bootstrap_resamples": 100, "latency_p99_ms": 0.001}}))
+    result = dg.materialize(registry_assets.build(strict), resources=resources(world, name),
+                            instance=world["instance"], raise_on_error=False)
+    checks = {e.event_specific_data.check_name: e.event_specific_data.passed for e in result.all_events
+              if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+    assert checks == {"artifact_integrity": True, "golden_set_disjoint": True, "golden_set_gates": True,
+                      "inference_latency": False, "fairness": True}
+    materialized = [e.event_specific_data.materialization.asset_key.to_user_string() for e in result.all_events
+                    if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
+    assert materialized == ["registered_model"], "champion_model must not run after a failed blocking check"
+    challenger = registry.alias(CHALLENGER)
+    assert challenger.version != champion.version and registry.alias(CHAMPION).version == champion.version
+    assert challenger.tags["training_set_hash"] == world["training_hash"]
+    assert float(challenger.tags[golden_tag("v1", "roc_auc")]) > 0.9
 
 
 # --- promotion, golden versions and the rollback drill -----------------------------------------------------------
