@@ -62,9 +62,9 @@ def _check_results(decision: Decision, contract: Contract) -> list[dg.AssetCheck
     for name, (prefixes, _) in REGISTERED_CHECKS.items():
         gates = [g for g in decision.gates if g.name.startswith(prefixes)]
         if gates:
-            passed, meta = all(g.passed for g in gates), {"gates": md_table(Decision(
-                decision.challenger, decision.champion, decision.golden_version, gates).side_by_side()),
-                "reasons": " | ".join(f"{g.name}: {g.detail}" for g in gates if not g.passed) or "none"}
+            judged = Decision(decision.challenger, decision.champion, decision.golden_version, gates)
+            passed = judged.passed
+            meta = {"gates": md_table(judged.side_by_side()), "reasons": " | ".join(judged.reasons) or "none"}
         elif name == "fairness" and not contract.slices.sensitive_attribute:
             passed, meta = True, {"note": "the contract declares no slices.sensitive_attribute"}
         else:  # not evaluated: the artifact was refused before any scoring

@@ -119,6 +119,8 @@ def _rule(g: GateResult) -> str:
         return f"CI upper of ratio >= {g.threshold}"
     if g.name == "golden_set_disjoint":
         return "0 shared entities, records, golden-window rows"
+    if g.name == "not_rolled_back":
+        return "never rolled back"
     return "sha256 as registered" if g.name == "artifact_integrity" else str(g.threshold)
 
 
@@ -290,7 +292,15 @@ def promote_if_passing(registry: Registry, golden: pd.DataFrame, golden_version:
         if golden_tag(golden_version, "roc_auc") not in champion.tags:
             rebaselined[champion.version] = baseline(registry, champion.version, golden, golden_version, contract)
         return PromotionOutcome("already champion", challenger, champion, None, rebaselined)
-    decision = assess(registry, challenger, champion, golden, golden_version, contract, training_data, log)
+    if challenger.tags.get("rolled_back") == "true":
+        # P7: a version taken out of service by a rollback is not put back by the next run or by automation;
+        # only a newly registered version can become champion again.
+        decision = Decision(challenger.version, champion.version if champion else None, golden_version, [GateResult(
+            "not_rolled_back", False, None, None,
+            f"v{challenger.version} was rolled back (champion returned to v{challenger.tags.get('rolled_back_to')}); "
+            f"a rolled-back version is never promoted again: register a new version")])
+    else:
+        decision = assess(registry, challenger, champion, golden, golden_version, contract, training_data, log)
     if decision.passed:
         registry.promote(challenger.version)
     outcome = "promoted" if decision.passed else "rejected"

@@ -335,15 +335,20 @@ def test_passing_model_is_promoted_and_a_rollback_drill_restores_scoring(world, 
     assert registry.alias(CHAMPION).version == v1.version and registry.alias(PREVIOUS) is None
     assert registry.version(v2.version).tags["rolled_back_to"] == v1.version
 
+    # The next champion_model run (a later retrain, automation) does not put the demoted version back.
+    again = metadata(materialize_champion(world, name))
+    assert again["outcome"] == "rejected" and again["failed_gates"] == "not_rolled_back"
+    assert registry.alias(CHAMPION).version == v1.version
+
     after = score_day()
     assert (after["model_version"] == v1.version).all()
     # The restored model really scores: v2's scores are the square roots of v1's.
     np.testing.assert_allclose(before["score"].to_numpy(), np.sqrt(after["score"].to_numpy()), rtol=1e-6)
     assert (before["prediction"] == after["prediction"]).all()
 
-    again = registry_assets.rollback.execute_in_process(resources={"mlflow": resources(world, name)["mlflow"]},
-                                                        instance=world["instance"], raise_on_error=False)
-    assert not again.success and registry.alias(CHAMPION).version == v1.version
+    second = registry_assets.rollback.execute_in_process(resources={"mlflow": resources(world, name)["mlflow"]},
+                                                         instance=world["instance"], raise_on_error=False)
+    assert not second.success and registry.alias(CHAMPION).version == v1.version, "nothing left to roll back to"
 
 
 def test_golden_version_bump_rebaselines_the_champion_and_monitoring_uses_it(world, with_champion, tmp_path):
