@@ -103,7 +103,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             "golden_version": golden_manifest.version,
             "golden_hash": golden_manifest.content_hash,
             "code_version": code_version(),
-            "dagster_run_id": context.run_id,
+            "dagster_run_id": context.run.run_id,
             "checkpoint_run_key": latest["run_key"],
             "contract": contract.name,
             "threshold": r["threshold"],

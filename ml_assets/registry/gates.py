@@ -234,10 +234,10 @@ def latency_gate(
     kernel's run queue waiting for a CPU that other processes held (Linux
     ``/proc/thread-self/schedstat``; plain wall time where that is not available). The gate
     judges the model, not the host: on a shared machine a p99 of 100 requests is otherwise
-    decided by whichever neighbour was busy (on a 2-core CI box at load 9 the same model
-    measured 40-80 ms wall p99 and 5-10 ms without the queueing). Everything the model
-    itself spends — computing, sleeping, waiting on I/O or locks — still counts, and the
-    raw wall-clock p99 is reported next to it.
+    decided by whichever neighbour was busy (on a 2-core box at load 5 the demo model
+    measured a wall-clock p99 of 26-39 ms, 8-14 ms without the queueing, and the wall-clock
+    p99 crossed 50 ms at load 9). Everything the model itself spends — computing, sleeping,
+    waiting on I/O or locks — still counts, and the raw wall-clock p99 is reported next to it.
     """
     if not rows:
         raise ValueError("latency_gate needs at least one row")
