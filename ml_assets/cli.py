@@ -110,9 +110,11 @@ def summary(settings: Settings) -> str:
     champ = registry.alias(CHAMPION)
     if champ:
         t = champ.tags
-        lines.append(f"champion: {champ.name} v{champ.version}  golden set {t.get('golden_version')}: "
-                     f"ROC AUC {float(t.get('golden_roc_auc', 'nan')):.4f}, precision "
-                     f"{float(t.get('golden_precision', 'nan')):.3f}, recall {float(t.get('golden_recall', 'nan')):.3f}")
+        gv = contract.datasets.golden.version
+        lines.append(f"champion: {champ.name} v{champ.version}  golden set {gv}: "
+                     f"ROC AUC {float(t.get(f'golden_{gv}_roc_auc', 'nan')):.4f}, precision "
+                     f"{float(t.get(f'golden_{gv}_precision', 'nan')):.3f}, "
+                     f"recall {float(t.get(f'golden_{gv}_recall', 'nan')):.3f}")
         lines.append(f"aliases: {registry.aliases()}")
     else:
         lines.append("champion: none (no model passed the gates)")

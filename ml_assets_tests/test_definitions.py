@@ -36,6 +36,8 @@ BLOCKING = {  # checks that guard training data or promotion must stop downstrea
     ("online_features", "online_matches_offline"), ("golden_set", "class_minimum"),
     ("training_set", "disjoint_from_golden_set"), ("training_set", "features_complete"),
     ("registered_model", "golden_set_gates"), ("registered_model", "artifact_integrity"),
+    ("registered_model", "golden_set_disjoint"), ("registered_model", "inference_latency"),
+    ("registered_model", "fairness"),
     ("champion_model", "champion_serves_verified_artifact"), ("batch_predictions", "predictions_complete"),
 }
 

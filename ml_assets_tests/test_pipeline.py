@@ -95,7 +95,7 @@ def test_champion_is_registered_with_lineage_and_golden_metrics(pipeline):
                 "training_dagster_run_id", "checkpoint_uri", "artifact_sha256", "golden_version"):
         assert tags.get(key), key
     assert tags["dagster_run_id"] == pipeline["result"].run_id
-    assert float(tags["golden_roc_auc"]) >= c.thresholds.gates.roc_auc_min
+    assert float(tags["golden_v1_roc_auc"]) >= c.thresholds.gates.roc_auc_min
     # The frozen golden set never overlaps training data.
     training = lake(pipeline).read_parquet("training_set/training_set.parquet")
     golden = lake(pipeline).read_parquet("golden_set/v1/golden_set.parquet")

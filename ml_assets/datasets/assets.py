@@ -22,7 +22,9 @@ from ml_assets.features.assets import source_glob
 from ml_assets.features.store import historical_features
 from ml_assets.ingestion.ingest import materialized_partitions, read_partitions
 from ml_assets.metadata import md_table
-from ml_assets.resources import FeastResource, StorageResource
+from ml_assets.registry.mlflow_registry import IntegrityError
+from ml_assets.registry.promotion import baseline_tags, rebaseline_champion
+from ml_assets.resources import FeastResource, MLflowResource, StorageResource
 from ml_assets.storage import ObjectStore
 
 GROUP = "datasets"
@@ -45,6 +47,22 @@ def load_golden(store: ObjectStore, contract: Contract) -> tuple[pd.DataFrame, G
 
 def load_training(store: ObjectStore) -> tuple[pd.DataFrame, dict]:
     return store.read_parquet(TRAINING_KEY), json.loads(store.read_bytes(TRAINING_MANIFEST))
+
+
+def training_version_key(digest: str) -> str:
+    """Where every training set ever built is kept, by content hash: a model's lineage tag
+    `training_set_hash` finds the exact data it was trained on (T4), also after a rebuild."""
+    return f"training_set/versions/{digest}/training_set.parquet"
+
+
+def load_training_by_hash(store: ObjectStore, digest: str) -> pd.DataFrame | None:
+    """The training data with this content hash, or None when the lake does not hold it."""
+    key = training_version_key(digest)
+    if store.exists(key):
+        return store.read_parquet(key)
+    if store.exists(TRAINING_MANIFEST) and json.loads(store.read_bytes(TRAINING_MANIFEST))["content_hash"] == digest:
+        return store.read_parquet(TRAINING_KEY)
+    return None
 
 
 def _labeled(store: ObjectStore, contract: Contract) -> pd.DataFrame:
@@ -86,9 +104,11 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         check_specs=[dg.AssetCheckSpec("class_minimum", asset="golden_set", blocking=True,
                                        description="P1: at least min_per_class examples of each class")],
         description="Frozen, versioned, stratified evaluation set from reserved entities over the last labelled days. "
-        "Never trained on; rebuilt only when datasets.golden.version changes.",
+        "Never trained on; rebuilt only when datasets.golden.version changes, next to the older versions; a new "
+        "version re-baselines the current champion on it.",
     )
-    def golden_set(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource):
+    def golden_set(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource,
+                   mlflow: MLflowResource):
         store = lake.get_store()
         g = contract.datasets.golden
         data_key, manifest_key = golden_keys(g.version)
@@ -117,6 +137,16 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             store.write_parquet(data_key, golden)
             store.write_bytes(manifest_key, json.dumps(manifest.to_dict(), indent=2).encode())
             frozen = False
+        rebaseline = {}
+        if not frozen:
+            try:
+                rebaselined = rebaseline_champion(mlflow.registry(), golden, g.version, contract)
+                text = "no champion yet" if rebaselined is None else f"v{rebaselined[0]} on golden {g.version}: " + \
+                    ", ".join(f"{k} {v:.4f}" for k, v in baseline_tags(g.version, rebaselined[1]).items())
+            except IntegrityError as e:  # the golden set stands; the champion's own problem is reported, loudly
+                context.log.error("cannot re-baseline the champion on golden %s: %s", g.version, e)
+                text = f"refused: {e}"
+            rebaseline = {"champion_rebaselined": text}
         yield dg.MaterializeResult(metadata={
             "version": manifest.version,
             "frozen": frozen,
@@ -127,6 +157,9 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             **_stats(golden, contract),
             "feature_stats": _feature_summary(golden, contract),
             "path": dg.MetadataValue.path(store.uri(data_key)),
+            "other_versions": ", ".join(sorted({k.split("/")[1] for k in store.list("golden_set")} - {g.version}))
+            or "none",
+            **rebaseline,
         })
         smallest = min(manifest.positives, manifest.negatives)
         yield dg.AssetCheckResult(check_name="class_minimum", asset_key="golden_set",
@@ -160,6 +193,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         train_manifest = {"content_hash": digest, "golden_version": manifest.version, "partitions": partitions_used,
                           **stats, "created_at": dt.datetime.now(dt.UTC).isoformat()}
         store.write_parquet(TRAINING_KEY, training)
+        store.write_parquet(training_version_key(digest), training)
         store.write_bytes(TRAINING_MANIFEST, json.dumps(train_manifest, indent=2).encode())
         yield dg.MaterializeResult(metadata={
             "content_hash": digest,

@@ -9,13 +9,14 @@ import dagster as dg
 import pandas as pd
 
 from ml_assets.contract import Contract
-from ml_assets.datasets.assets import TRAINING_KEY
+from ml_assets.datasets.assets import TRAINING_KEY, load_golden
 from ml_assets.ingestion.ingest import lake_key
 from ml_assets.metadata import clean, md_table
 from ml_assets.monitoring.drift import DriftThresholds, feature_drift, prediction_drift, summarize
 from ml_assets.monitoring.performance import bootstrap_metric, classification_metrics, roc_auc
 from ml_assets.monitoring.report import write_evidently_reports
 from ml_assets.monitoring.scoring import load_champion, score
+from ml_assets.registry.promotion import reference_auc
 from ml_assets.resources import MLflowResource, StorageResource
 
 GROUP = "monitoring"
@@ -162,6 +163,17 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         store = lake.get_store()
         registry = mlflow.registry()
         perf = contract.thresholds.performance
+        golden_version = contract.datasets.golden.version
+        references: dict[str, float | None] = {}
+
+        def reference(version: str) -> float | None:
+            # P1: the scoring version's AUC on the *current* golden version (re-baselined if it has none yet);
+            # a value from another golden version is never the reference.
+            if version not in references:
+                golden, _ = load_golden(store, contract)
+                references[version] = reference_auc(registry, version, golden, golden_version, contract)
+            return references[version]
+
         per, declines = [], {}
         for pk in context.partition_keys:
             labels = store.read_parquet(lake_key("raw_labels", pk))
@@ -169,7 +181,8 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             preds_key = lake_key("batch_predictions", event_day)
             row = {"partition": pk, "scored_day": event_day, "labels": len(labels), "model_version": None,
                    "roc_auc": None, "auc_ci_low": None, "auc_ci_high": None, "precision": None, "recall": None,
-                   "reference_auc": None, "below_reference": False, "declining": False}
+                   "reference_auc": None, "reference_golden_version": golden_version, "below_reference": False,
+                   "declining": False}
             if not labels.empty and store.exists(preds_key):
                 preds = store.read_parquet(preds_key)
                 joined = preds.merge(labels, on=contract.record_id, how="inner")
@@ -178,13 +191,15 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
                 tags = registry.version(version).tags
                 m = classification_metrics(y, joined["score"].to_numpy(), float(tags["threshold"]))
                 row.update(labels=len(joined), model_version=version, precision=m["precision"], recall=m["recall"],
-                           reference_auc=float(tags["golden_roc_auc"]), roc_auc=m["roc_auc"])
-                if m["roc_auc"] is not None:
+                           reference_auc=reference(version), roc_auc=m["roc_auc"])
+                if m["roc_auc"] is not None and row["reference_auc"] is not None:
                     ci = bootstrap_metric(y, joined["score"].to_numpy(), roc_auc, n_resamples=200, seed=0)
                     # M3: a window is below only when its whole CI is under the reference - tolerance.
                     row.update(auc_ci_low=ci.low, auc_ci_high=ci.high,
                                below_reference=bool(ci.high < row["reference_auc"] - perf.auc_decline))
-            history = _previous_windows(store, pk, perf.consecutive_windows - 1) + [row]
+            # Windows judged against another golden version's reference do not count towards this decline.
+            history = [h for h in _previous_windows(store, pk, perf.consecutive_windows - 1)
+                       if h.get("reference_golden_version") == golden_version] + [row]
             row["declining"] = len(history) >= perf.consecutive_windows and all(h["below_reference"] for h in history)
             if row["declining"]:
                 declines[pk] = (row["roc_auc"], row["reference_auc"])
@@ -196,6 +211,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             "auc_ci": f"[{last['auc_ci_low']:.4f}, {last['auc_ci_high']:.4f}]" if last["auc_ci_low"] else "–",
             "labels": int(last["labels"]),
             "reference_auc": clean(last["reference_auc"]),
+            "reference_golden_version": golden_version,
             "declining": bool(last["declining"]),
             "threshold_auc_decline": perf.auc_decline,
             "threshold_consecutive_windows": perf.consecutive_windows,

@@ -2,7 +2,6 @@
 rollback job's op."""
 
 
-import datetime as dt
 import json
 import shutil
 import tempfile
@@ -12,25 +11,67 @@ import dagster as dg
 import pandas as pd
 
 from ml_assets.contract import Contract
-from ml_assets.datasets.assets import TRAINING_MANIFEST, load_golden
+from ml_assets.datasets.assets import TRAINING_MANIFEST, load_golden, load_training_by_hash
 from ml_assets.metadata import md_table
-from ml_assets.registry.gates import absolute_gates
-from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, IntegrityError, code_version, pip_requirements
-from ml_assets.registry.promotion import Decision, assess, evaluate
+from ml_assets.registry.mlflow_registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    IntegrityError,
+    code_version,
+    pip_requirements,
+)
+from ml_assets.registry.promotion import Decision, assess, baseline_tags, promote_if_passing
 from ml_assets.registry.pyfunc import PipelineModel
 from ml_assets.resources import MLflowResource, StorageResource
 from ml_assets.training.assets import LATEST
 
 GROUP = "registry"
-GOLDEN_METRICS = ("roc_auc", "average_precision", "precision", "recall", "f1")
+# Blocking checks on registered_model, each judged by the gates whose names start with these prefixes.
+REGISTERED_CHECKS = {
+    "artifact_integrity": (("artifact_integrity",),
+                           "P8: the registered artifact's sha256 matches the recorded one"),
+    "golden_set_disjoint": (("golden_set_disjoint",),
+                            "P1: the training data in the model's lineage shares no entity, record or day with the "
+                            "golden set"),
+    "golden_set_gates": (("absolute_", "champion_challenger_"),
+                         "P2/P3: precision, recall and ROC AUC on the golden set meet the contract, and no regression "
+                         "against the champion (bootstrap CI)"),
+    "inference_latency": (("latency_",), "P4: p99 of single-row scoring within the contract's limit"),
+    "fairness": (("disparate_impact",), "P5: disparate-impact ratio on the declared sensitive attribute"),
+}
 
 
 def _decision_metadata(decision: Decision) -> dict:
-    return {
+    meta = {
         "decision": "promote" if decision.passed else "reject",
+        "comparison": md_table(decision.side_by_side()),
         "gates": md_table(decision.table()),
-        "failed_gates": ", ".join(g.name for g in decision.gates if not g.passed) or "none",
+        "failed_gates": ", ".join(decision.failed()) or "none",
+        "golden_version": decision.golden_version,
     }
+    if decision.slices is not None:
+        meta["slices"] = md_table(decision.slices)
+    fair = [g for g in decision.gates if g.name == "disparate_impact"]
+    if fair:
+        meta["fairness"] = fair[0].detail
+    return meta
+
+
+def _check_results(decision: Decision, contract: Contract) -> list[dg.AssetCheckResult]:
+    out = []
+    for name, (prefixes, _) in REGISTERED_CHECKS.items():
+        gates = [g for g in decision.gates if g.name.startswith(prefixes)]
+        if gates:
+            judged = Decision(decision.challenger, decision.champion, decision.golden_version, gates)
+            passed = judged.passed
+            meta = {"gates": md_table(judged.side_by_side()), "reasons": " | ".join(judged.reasons) or "none"}
+        elif name == "fairness" and not contract.slices.sensitive_attribute:
+            passed, meta = True, {"note": "the contract declares no slices.sensitive_attribute"}
+        else:  # not evaluated: the artifact was refused before any scoring
+            passed, meta = False, {"reasons": "not evaluated: " + " | ".join(decision.reasons)}
+        out.append(dg.AssetCheckResult(check_name=name, asset_key="registered_model", passed=passed, metadata=meta))
+    return out
 
 
 def build(contract: Contract) -> list[dg.AssetsDefinition]:
@@ -38,14 +79,11 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         deps=["model_checkpoint", "golden_set", "training_set"],
         kinds={"mlflow"},
-        check_specs=[
-            dg.AssetCheckSpec("golden_set_gates", asset="registered_model", blocking=True,
-                              description="P2: precision, recall and ROC AUC on the golden set meet the contract"),
-            dg.AssetCheckSpec("artifact_integrity", asset="registered_model", blocking=True,
-                              description="P8: the registered artifact's sha256 matches the recorded one"),
-        ],
+        check_specs=[dg.AssetCheckSpec(name, asset="registered_model", blocking=True, description=text)
+                     for name, (_, text) in REGISTERED_CHECKS.items()],
         description="The trained pipeline (preprocessing + network) as an MLflow model version with lineage tags; "
-        "alias 'challenger'.",
+        "alias 'challenger'. Every promotion gate is evaluated here as a blocking check (and again by "
+        "champion_model before any alias moves).",
     )
     def registered_model(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
         store = lake.get_store()
@@ -99,18 +137,10 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             run_name=f"train-{latest['run_key']}",
         )
         shutil.rmtree(out_dir, ignore_errors=True)  # MLflow holds its own copy now
-        integrity_error = None
-        try:
-            model, digest = registry.load_verified(ref.version)
-        except IntegrityError as e:
-            integrity_error = str(e)
-        if integrity_error is None:
-            ev = evaluate(model, ref.version, golden, contract)
-            registry.tag_version(ref.version, {f"golden_{k}": ev.metrics[k] for k in GOLDEN_METRICS
-                                               if ev.metrics.get(k) is not None})
-            decision = Decision(ref.version, None)
-            g = contract.thresholds.gates
-            decision.gates = absolute_gates(ev.metrics, g.precision_min, g.recall_min, g.roc_auc_min)
+        decision = assess(registry, ref, registry.alias(CHAMPION), golden, golden_manifest.version, contract,
+                          training_data=lambda digest: load_training_by_hash(store, digest), log=context.log.error)
+        golden_metrics = baseline_tags(golden_manifest.version, decision.challenger_metrics)
+        registry.tag_version(ref.version, golden_metrics)
         yield dg.MaterializeResult(metadata={
             "model_name": ref.name,
             "version": ref.version,
@@ -119,18 +149,10 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             "mlflow_run": dg.MetadataValue.url(registry.run_url(ref.run_id)) if ref.run_id else "",
             "artifact_sha256": ref.tags.get("artifact_sha256", ""),
             **{k: str(v) for k, v in tags.items()},
-            **({f"golden_{k}": ev.metrics[k] for k in GOLDEN_METRICS if ev.metrics.get(k) is not None}
-               if integrity_error is None else {}),
+            **golden_metrics,
+            **_decision_metadata(decision),
         })
-        yield dg.AssetCheckResult(check_name="artifact_integrity", asset_key="registered_model",
-                                  passed=integrity_error is None,
-                                  metadata={"sha256": ref.tags.get("artifact_sha256", ""),
-                                            "error": integrity_error or ""})
-        yield dg.AssetCheckResult(
-            check_name="golden_set_gates", asset_key="registered_model",
-            passed=integrity_error is None and decision.passed,
-            metadata=_decision_metadata(decision) if integrity_error is None else {"error": integrity_error},
-        )
+        yield from _check_results(decision, contract)
 
     @dg.asset(
         group_name=GROUP,
@@ -143,42 +165,41 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         "(absolute, champion/challenger with bootstrap CI, latency, integrity); the old champion becomes 'previous'.",
     )
     def champion_model(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
-        golden, golden_manifest = load_golden(lake.get_store(), contract)
+        store = lake.get_store()
+        golden, golden_manifest = load_golden(store, contract)
         registry = mlflow.registry()
-        challenger_ref, champion_ref = registry.alias(CHALLENGER), registry.alias(CHAMPION)
-        if challenger_ref is None:
-            raise dg.Failure("no model version carries the 'challenger' alias: materialize registered_model first")
-        decision = None
-        if champion_ref is not None and champion_ref.version == challenger_ref.version:
-            outcome = "already champion"
-        else:
-            decision = assess(registry, challenger_ref, champion_ref, golden, contract, log=context.log.error)
-            if decision.passed:
-                registry.promote(challenger_ref.version)
-            outcome = "promoted" if decision.passed else "rejected"
-            registry.tag_version(challenger_ref.version, {
-                "promotion_decision": outcome,
-                "promotion_decided_at": dt.datetime.now(dt.UTC).isoformat(),
-                "promotion_golden_version": golden_manifest.version,
-                "promotion_reasons": " | ".join(decision.reasons)[:4000] or "all gates passed",
-            })
+        try:
+            result = promote_if_passing(registry, golden, golden_manifest.version, contract,
+                                        training_data=lambda digest: load_training_by_hash(store, digest),
+                                        log=context.log.error)
+        except LookupError as e:
+            raise dg.Failure(str(e)) from e
+        decision = result.decision
         current = registry.alias(CHAMPION)
         if current is None:
-            raise dg.Failure(f"no champion: the first challenger v{challenger_ref.version} was refused: "
+            raise dg.Failure(f"no champion: the first challenger v{result.challenger.version} was refused: "
                              + " | ".join(decision.reasons if decision else []))
+        if decision is not None and not decision.passed:
+            context.log.error("challenger v%s refused; champion stays v%s: %s", result.challenger.version,
+                              current.version, " | ".join(decision.reasons))
         try:
             registry.verify(current.version, Path(context.instance.storage_directory()) / "tmp" / "champion")
             verified_error = ""
         except IntegrityError as e:
             verified_error = str(e)
         meta = {
-            "outcome": outcome,
+            "outcome": result.outcome,
             "champion_version": current.version,
-            "challenger_version": challenger_ref.version,
-            "previous_champion": champion_ref.version if champion_ref else "none",
+            "challenger_version": result.challenger.version,
+            "previous_champion": result.previous_champion.version if result.previous_champion else "none",
             "golden_version": golden_manifest.version,
             **{f"alias_{k}": v for k, v in registry.aliases().items()},
+            **{f"champion_{k}": float(v) for k, v in current.tags.items()
+               if k.startswith(f"golden_{golden_manifest.version}_")},
         }
+        if result.rebaselined:
+            meta["rebaselined"] = "; ".join(f"v{v} on golden {golden_manifest.version}: roc_auc "
+                                            f"{m.get('roc_auc') or float('nan'):.4f}" for v, m in result.rebaselined.items())
         if decision is not None:
             meta.update(_decision_metadata(decision))
             meta["reasons"] = " | ".join(decision.reasons) or "all gates passed"
@@ -193,6 +214,15 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
 @dg.op(description="P7: move 'champion' back to 'previous' and record it on champion_model.")
 def rollback_champion(context, mlflow: MLflowResource):
     registry = mlflow.registry()
+    previous = registry.alias(PREVIOUS)
+    if previous is None:
+        raise dg.Failure(f"model {registry.model_name} has no '{PREVIOUS}' alias: there is nothing to roll back to; "
+                         f"aliases are {registry.aliases()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:  # P8: never roll back onto an artifact that no longer matches its registration hash
+            registry.verify(previous.version, Path(tmp) / "model")
+        except IntegrityError as e:
+            raise dg.Failure(f"refusing to roll back to v{previous.version}: {e}") from e
     moved = registry.rollback()
     context.log.warning("rolled back: champion is now v%s (demoted v%s)", moved["champion"], moved["demoted"])
     yield dg.AssetMaterialization(asset_key="champion_model", metadata={

@@ -1,12 +1,20 @@
-"""Promotion decisions (P2-P4, P8): every gate, re-verified by the code that moves aliases.
+"""Promotion decisions (P1-P5, P8): every gate, re-verified by the code that moves aliases.
 
 Dagster's blocking checks stop downstream steps only inside one run; automation and later
 runs do not honour them. So `champion_model` does not trust that the checks ran: it
-re-verifies the artifact hash and re-evaluates every gate itself before touching an alias.
+re-verifies the artifact hash, the golden set's separation from the challenger's training
+data, and re-evaluates every gate itself before touching an alias.
+
+Golden versions (P1). Metrics on the golden set are tagged per golden version
+(``golden_<version>_roc_auc``, ...). A comparison always scores both models live on the
+*current* golden version, and a reference value (e.g. for model_performance) is only
+ever read from the tag of the current version; when a new version is frozen the current
+champion is re-baselined on it (:func:`baseline`), so values of two versions never meet.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +23,31 @@ import numpy as np
 import pandas as pd
 
 from ml_assets.contract import Contract
+from ml_assets.datasets.build import content_hash, disjointness
 from ml_assets.monitoring.performance import classification_metrics
-from ml_assets.registry.gates import GateResult, absolute_gates, champion_challenger_gates, latency_gate
-from ml_assets.registry.mlflow_registry import IntegrityError, ModelRef, Registry
+from ml_assets.registry.gates import (
+    GateResult,
+    absolute_gates,
+    champion_challenger_gates,
+    disparate_impact,
+    fairness_gate,
+    latency_gate,
+    slice_metrics,
+)
+from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, IntegrityError, ModelRef, Registry
+
+GOLDEN_METRICS = ("roc_auc", "average_precision", "precision", "recall", "f1")
+TrainingLookup = Callable[[str], "pd.DataFrame | None"]
+"""Training data by its content hash (the model's `training_set_hash` lineage tag), or None when unknown."""
+
+
+def golden_tag(golden_version: str, metric: str) -> str:
+    """Tag name of a golden-set metric: one per golden version, so versions are never mixed."""
+    return f"golden_{golden_version}_{metric}"
+
+
+def baseline_tags(golden_version: str, metrics: dict[str, Any]) -> dict[str, float]:
+    return {golden_tag(golden_version, k): float(metrics[k]) for k in GOLDEN_METRICS if metrics.get(k) is not None}
 
 
 @dataclass
@@ -27,25 +57,71 @@ class Evaluation:
     threshold: float
     metrics: dict[str, Any]
 
+    @property
+    def predictions(self) -> np.ndarray:
+        return (self.scores >= self.threshold).astype(int)
+
 
 @dataclass
 class Decision:
     challenger: str
     champion: str | None
+    golden_version: str = ""
     gates: list[GateResult] = field(default_factory=list)
     challenger_metrics: dict[str, Any] = field(default_factory=dict)
     champion_metrics: dict[str, Any] = field(default_factory=dict)
+    slices: pd.DataFrame | None = None
 
     @property
     def passed(self) -> bool:
-        return all(g.passed for g in self.gates)
+        # No gate evaluated is no evidence: never a pass.
+        return bool(self.gates) and all(g.passed for g in self.gates)
 
     @property
     def reasons(self) -> list[str]:
         return [f"{g.name}: {g.detail}" for g in self.gates if not g.passed]
 
+    def failed(self) -> list[str]:
+        return [g.name for g in self.gates if not g.passed]
+
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([g.to_row() for g in self.gates])
+
+    def side_by_side(self) -> pd.DataFrame:
+        """metric | challenger | champion | CI | threshold | pass, one row per gate."""
+        rows = []
+        for g in self.gates:
+            champion = g.champion
+            metric = g.name.removeprefix("absolute_")
+            if champion is None and g.name.startswith("absolute_"):
+                champion = self.champion_metrics.get(metric)
+            rows.append({
+                "metric": g.name,
+                "challenger": g.challenger,
+                "champion": champion,
+                "CI": g.to_row()["ci"] or "–",
+                "threshold": _rule(g),
+                "pass": "pass" if g.passed else "FAIL",
+            })
+        return pd.DataFrame(rows, columns=["metric", "challenger", "champion", "CI", "threshold", "pass"])
+
+
+def _rule(g: GateResult) -> str:
+    if g.name.startswith("absolute_"):
+        return f">= {g.threshold}"
+    if g.name == "champion_challenger_roc_auc":
+        return f"CI upper of AUC difference >= {g.threshold:+}"
+    if g.name.startswith("champion_challenger_"):
+        return f"CI upper of relative change >= {g.threshold:+}"
+    if g.name == "latency_p99_ms":
+        return f"p99 <= {g.threshold} ms"
+    if g.name == "disparate_impact":
+        return f"CI upper of ratio >= {g.threshold}"
+    if g.name == "golden_set_disjoint":
+        return "0 shared entities, records, golden-window rows"
+    if g.name == "not_rolled_back":
+        return "never rolled back"
+    return "sha256 as registered" if g.name == "artifact_integrity" else str(g.threshold)
 
 
 def evaluate(model: Any, version: str, golden: pd.DataFrame, contract: Contract) -> Evaluation:
@@ -53,14 +129,18 @@ def evaluate(model: Any, version: str, golden: pd.DataFrame, contract: Contract)
     out = model.predict(golden[contract.feature_names])
     scores = out["score"].to_numpy(dtype=float)
     threshold = float(model.unwrap_python_model().threshold)
-    y = (golden[contract.label] == contract.labels.positive).astype(int).to_numpy()
-    return Evaluation(version, scores, threshold, classification_metrics(y, scores, threshold))
+    return Evaluation(version, scores, threshold, classification_metrics(_labels(golden, contract), scores, threshold))
+
+
+def _labels(golden: pd.DataFrame, contract: Contract) -> np.ndarray:
+    return (golden[contract.label] == contract.labels.positive).astype(int).to_numpy()
 
 
 def decide(challenger: Evaluation, champion: Evaluation | None, golden: pd.DataFrame, contract: Contract,
            challenger_model: Any) -> Decision:
+    """Absolute, champion/challenger, latency and fairness gates, plus per-slice metrics."""
     g = contract.thresholds.gates
-    y = (golden[contract.label] == contract.labels.positive).astype(int).to_numpy()
+    y = _labels(golden, contract)
     decision = Decision(challenger.version, champion.version if champion else None)
     decision.gates += absolute_gates(challenger.metrics, g.precision_min, g.recall_min, g.roc_auc_min)
     if champion is not None and champion.version != challenger.version:
@@ -69,20 +149,79 @@ def decide(challenger: Evaluation, champion: Evaluation | None, golden: pd.DataF
             auc_tolerance=g.auc_tolerance, relative_regression_max=g.relative_regression_max,
             n_resamples=g.bootstrap_resamples, seed=0,
         )
+    # Only the challenger is load-tested: the champion passed this gate when it was promoted.
     decision.gates.append(latency(challenger_model, golden, contract))
+    sensitive = contract.slices.sensitive_attribute
+    if sensitive:
+        fair = fairness_gate(challenger.predictions, golden[sensitive], minimum=g.disparate_impact_min,
+                             attribute=sensitive)
+        if champion is not None:
+            fair.champion = disparate_impact(champion.predictions, golden[sensitive])[0]
+        decision.gates.append(fair)
+    decision.slices = slices_side_by_side(challenger, champion, golden, contract)
     return decision
 
 
+def slices_side_by_side(challenger: Evaluation, champion: Evaluation | None, golden: pd.DataFrame,
+                        contract: Contract) -> pd.DataFrame | None:
+    """P5: per-slice metrics of the challenger on the declared slices, with the champion's AUC per slice."""
+    declared = list(contract.slices.declared)
+    if not declared:
+        return None
+    y = _labels(golden, contract)
+    table = slice_metrics(y, challenger.scores, challenger.threshold, golden[declared].reset_index(drop=True))
+    if champion is not None:
+        theirs = slice_metrics(y, champion.scores, champion.threshold, golden[declared].reset_index(drop=True))
+        table["champion_roc_auc"] = pd.Series(list(theirs["roc_auc"]), dtype=object)
+        table["champion_recall"] = pd.Series(list(theirs["recall"]), dtype=object)
+    return table
+
+
+def disjointness_gate(ref: ModelRef, training_data: TrainingLookup | None, golden: pd.DataFrame,
+                      golden_version: str, contract: Contract) -> GateResult:
+    """P1 re-verified at promotion: the data the challenger was trained on (found through its
+    `training_set_hash` lineage tag) shares no entity, record or golden-window day with the
+    golden set it is judged on. Unknown training data is refused: the separation cannot be shown."""
+    digest = ref.tags.get("training_set_hash")
+    where = f"v{ref.version}'s training data"
+    if not digest:
+        return GateResult("golden_set_disjoint", False, None, 0.0,
+                          f"v{ref.version} has no training_set_hash lineage tag; its training data cannot be shown to "
+                          f"be disjoint from golden set {golden_version}")
+    training = training_data(digest) if training_data else None
+    if training is None:
+        return GateResult("golden_set_disjoint", False, None, 0.0,
+                          f"{where} (training_set {digest[:12]}) is not in the lake any more; it cannot be shown to be "
+                          f"disjoint from golden set {golden_version}. Re-train on the current training_set.")
+    actual = content_hash(training)
+    if actual != digest:
+        return GateResult("golden_set_disjoint", False, None, 0.0,
+                          f"{where} stored under hash {digest[:12]} now hashes to {actual[:12]}: it was modified, so it "
+                          f"no longer proves anything about what v{ref.version} saw")
+    overlap = disjointness(training, golden, contract)
+    shared = overlap["shared_entities"] + overlap["shared_records"] + overlap["training_rows_in_golden_window"]
+    detail = (f"{where} (training_set {digest[:12]}, {len(training)} rows) vs golden set {golden_version}: "
+              f"{overlap['shared_entities']} shared {contract.entity} values"
+              + (f" (e.g. {', '.join(map(str, overlap['examples']))})" if overlap["examples"] else "")
+              + f", {overlap['shared_records']} shared records, {overlap['training_rows_in_golden_window']} training "
+              f"rows inside the golden window" + ("" if shared == 0 else
+                                                 "; metrics on this golden set would be optimistic"))
+    return GateResult("golden_set_disjoint", shared == 0, float(shared), 0.0, detail, challenger=float(shared))
+
+
 def assess(registry: Registry, challenger: ModelRef, champion: ModelRef | None, golden: pd.DataFrame,
-           contract: Contract, log: Callable[[str], None] = lambda _: None) -> Decision:
+           golden_version: str, contract: Contract, training_data: TrainingLookup | None = None,
+           log: Callable[[str], None] = lambda _: None) -> Decision:
     """Every gate for replacing `champion` by `challenger`, each artifact verified by hash first (P8)."""
-    decision = Decision(challenger.version, champion.version if champion else None)
+    decision = Decision(challenger.version, champion.version if champion else None, golden_version)
+    disjoint = disjointness_gate(challenger, training_data, golden, golden_version, contract)
     try:
         challenger_model, digest = registry.load_verified(challenger.version)
     except IntegrityError as e:
-        decision.gates.append(GateResult("artifact_integrity", False, None, None, str(e)))
+        decision.gates += [GateResult("artifact_integrity", False, None, None, str(e)), disjoint]
         return decision
     decision.gates.append(GateResult("artifact_integrity", True, None, None, f"sha256 {digest[:16]}… verified"))
+    decision.gates.append(disjoint)
     challenger_eval = evaluate(challenger_model, challenger.version, golden, contract)
     champion_eval = None
     if champion is not None:
@@ -92,7 +231,9 @@ def assess(registry: Registry, challenger: ModelRef, champion: ModelRef | None, 
             champion_eval = evaluate(champion_model, champion.version, golden, contract)
         except IntegrityError as e:
             log(f"the current champion v{champion.version} fails its integrity check and is not compared: {e}")
-    decision.gates += decide(challenger_eval, champion_eval, golden, contract, challenger_model).gates
+    decided = decide(challenger_eval, champion_eval, golden, contract, challenger_model)
+    decision.gates += decided.gates
+    decision.slices = decided.slices
     decision.challenger_metrics = challenger_eval.metrics
     decision.champion_metrics = champion_eval.metrics if champion_eval else {}
     return decision
@@ -103,3 +244,88 @@ def latency(model: Any, golden: pd.DataFrame, contract: Contract) -> GateResult:
     features = golden[contract.feature_names]
     rows = [features.iloc[[i % len(features)]] for i in range(g.latency_requests)]
     return latency_gate(model.predict, rows, p99_limit_ms=g.latency_p99_ms, n_requests=g.latency_requests)
+
+
+def baseline(registry: Registry, version: str, golden: pd.DataFrame, golden_version: str,
+             contract: Contract) -> dict[str, Any]:
+    """Evaluate a version (hash-verified) on a golden version and tag its golden_<version>_* metrics."""
+    model, _ = registry.load_verified(version)
+    metrics = evaluate(model, version, golden, contract).metrics
+    registry.tag_version(version, baseline_tags(golden_version, metrics))
+    return metrics
+
+
+def reference_auc(registry: Registry, version: str, golden: pd.DataFrame, golden_version: str,
+                  contract: Contract) -> float | None:
+    """A version's golden AUC on the current golden version; re-baselined on the spot when that
+    version has no metric for it yet (it was registered against an older golden set)."""
+    tag = registry.version(version).tags.get(golden_tag(golden_version, "roc_auc"))
+    if tag is None:
+        tag = baseline(registry, version, golden, golden_version, contract).get("roc_auc")
+    return None if tag is None else float(tag)
+
+
+@dataclass
+class PromotionOutcome:
+    outcome: str  # "promoted" | "rejected" | "already champion"
+    challenger: ModelRef
+    previous_champion: ModelRef | None
+    decision: Decision | None
+    rebaselined: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def promote_if_passing(registry: Registry, golden: pd.DataFrame, golden_version: str, contract: Contract,
+                       training_data: TrainingLookup | None = None,
+                       log: Callable[[str], None] = lambda _: None) -> PromotionOutcome:
+    """Move `champion` to `challenger` only when every gate passes; record the decision on the version.
+
+    A refused challenger leaves every alias as it was; its tags say why
+    (`promotion_decision`, `promotion_reasons`, `promotion_failed_gates`). The champion that
+    stays is re-baselined on the current golden version if it has no metrics for it yet.
+    """
+    challenger, champion = registry.alias(CHALLENGER), registry.alias(CHAMPION)
+    if challenger is None:
+        raise LookupError(f"model {registry.model_name}: no version carries the '{CHALLENGER}' alias; "
+                          f"materialize registered_model first")
+    rebaselined: dict[str, dict[str, Any]] = {}
+    if champion is not None and champion.version == challenger.version:
+        if golden_tag(golden_version, "roc_auc") not in champion.tags:
+            rebaselined[champion.version] = baseline(registry, champion.version, golden, golden_version, contract)
+        return PromotionOutcome("already champion", challenger, champion, None, rebaselined)
+    if challenger.tags.get("rolled_back") == "true":
+        # P7: a version taken out of service by a rollback is not put back by the next run or by automation;
+        # only a newly registered version can become champion again.
+        decision = Decision(challenger.version, champion.version if champion else None, golden_version, [GateResult(
+            "not_rolled_back", False, None, None,
+            f"v{challenger.version} was rolled back (champion returned to v{challenger.tags.get('rolled_back_to')}); "
+            f"a rolled-back version is never promoted again: register a new version")])
+    else:
+        decision = assess(registry, challenger, champion, golden, golden_version, contract, training_data, log)
+    if decision.passed:
+        registry.promote(challenger.version)
+    outcome = "promoted" if decision.passed else "rejected"
+    registry.tag_version(challenger.version, {
+        "promotion_decision": outcome,
+        "promotion_decided_at": dt.datetime.now(dt.UTC).isoformat(),
+        "promotion_golden_version": golden_version,
+        "promotion_failed_gates": ", ".join(decision.failed()) or "none",
+        "promotion_reasons": " | ".join(decision.reasons)[:4000] or "all gates passed",
+        **baseline_tags(golden_version, decision.challenger_metrics),
+    })
+    if champion is not None and decision.champion_metrics and golden_tag(golden_version, "roc_auc") not in champion.tags:
+        registry.tag_version(champion.version, baseline_tags(golden_version, decision.champion_metrics))
+        rebaselined[champion.version] = decision.champion_metrics
+    return PromotionOutcome(outcome, challenger, champion, decision, rebaselined)
+
+
+def rebaseline_champion(registry: Registry, golden: pd.DataFrame, golden_version: str,
+                        contract: Contract) -> tuple[str, dict[str, Any]] | None:
+    """P1: a new golden version re-baselines the current champion on it (None when there is no champion).
+
+    The champion's metrics of older golden versions stay as they were, under their own
+    tags; nothing compares them with the new ones.
+    """
+    champion = registry.alias(CHAMPION)
+    if champion is None:
+        return None
+    return champion.version, baseline(registry, champion.version, golden, golden_version, contract)
