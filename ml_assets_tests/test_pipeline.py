@@ -179,7 +179,8 @@ def test_lineage_command_prints_data_run_and_metrics_of_the_champion(pipeline, c
     lineage = json.loads(capsys.readouterr().out)
     assert lineage["data"]["training_set_hash"] == manifest["content_hash"]
     assert lineage["run"]["dagster_run_id"] == lineage["run"]["training_dagster_run_id"] == pipeline["result"].run_id
-    assert float(lineage["metrics"]["golden_set"]["golden_roc_auc"]) >= c.thresholds.gates.roc_auc_min
+    gv = c.datasets.golden.version  # golden metrics are kept per golden version
+    assert float(lineage["metrics"]["golden_set"][f"golden_{gv}_roc_auc"]) >= c.thresholds.gates.roc_auc_min
     assert 0.5 < lineage["metrics"]["validation"]["val_auc"] <= 1.0
     assert lineage["params"]["learning_rate"] == str(c.training.learning_rate)
 

@@ -234,7 +234,7 @@ def test_a_champion_is_promoted_for_the_new_dataset_with_its_own_gates(onboarded
     champ = registry.alias(CHAMPION)
     assert champ is not None
     assert champ.tags["contract"] == "ecommerce_orders"
-    assert float(champ.tags["golden_roc_auc"]) >= c.thresholds.gates.roc_auc_min
+    assert float(champ.tags[f"golden_{c.datasets.golden.version}_roc_auc"]) >= c.thresholds.gates.roc_auc_min
     manifest = json.loads((s.lake_dir / "golden_set" / "g1" / "manifest.json").read_text())
     assert manifest["positives"] >= c.datasets.golden.min_per_class
     preds = read_partitions(LocalStore(s.lake_dir), "batch_predictions")
