@@ -126,8 +126,11 @@ def _ingest(context: dg.AssetExecutionContext, kind: str, asset: str, landing: S
             reports.append(r)
         publish_partitions(store, reports)
     except (LandingFileError, SourceMissing, SourceUnavailable, DuplicateDelivery, PublishMismatch) as e:
-        raise dg.Failure(description=f"{asset}: {e}", allow_retries=False,
-                         metadata={"error": type(e).__name__, "partitions": ", ".join(context.partition_keys)}) from e
+        # `from None`: the message already says what, where and why; alerts report the root
+        # cause, which would otherwise be the bare network error without the source's name.
+        raise dg.Failure(description=f"{asset}: {type(e).__name__}: {e}", allow_retries=False,
+                         metadata={"error": type(e).__name__, "partitions": ", ".join(context.partition_keys)}
+                         ) from None
     return reports
 
 
