@@ -81,6 +81,7 @@ def test_the_same_content_twice_in_one_backfill_is_refused(contract, landing, tm
         result = g.materialize([g.raw_transactions], instance, DAYS[0], DAYS[2])
     assert not result.success and "in the same run" in failure_messages(result)
     assert LocalStore(g.lake_dir).list("raw_transactions") == []
+    assert LocalStore(g.lake_dir).list("staging") == [], "partitions staged before the failure were dropped"
 
 
 class LossyLake(LocalStore):

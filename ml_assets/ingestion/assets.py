@@ -11,6 +11,7 @@ from ml_assets.ingestion.ingest import (
     IngestReport,
     PublishMismatch,
     SourceMissing,
+    drop_staged,
     lake_key,
     publish_partitions,
     record_status,
@@ -113,19 +114,20 @@ def _ingest(context: dg.AssetExecutionContext, kind: str, asset: str, landing: S
     store = lake.get_store()
     staging = staging_prefix(context.run_id)
     seen: dict[str, str] = {}
+    reports: list[IngestReport] = []
     try:
-        reports = []
         for pk in context.partition_keys:
             r = stage_partition(kind, landing.get_store(), store, contract, pk, asset, staging, baseline)
+            reports.append(r)
             if r.delivered and r.source_sha256 in seen:
                 raise DuplicateDelivery(f"{r.source}: expected new data for partition {pk}; found a byte-identical "
                                         f"copy of the file delivered for partition {seen[r.source_sha256]} in the "
-                                        f"same run. Neither copy was published twice; ask the upstream for the "
+                                        f"same run. Nothing from this run was published; ask the upstream for the "
                                         f"real {pk} delivery.")
             seen[r.source_sha256] = pk
-            reports.append(r)
         publish_partitions(store, reports)
     except (LandingFileError, SourceMissing, SourceUnavailable, DuplicateDelivery, PublishMismatch) as e:
+        drop_staged(store, reports)  # the partitions staged before the failure are not published either
         # `from None`: the message already says what, where and why; alerts report the root
         # cause, which would otherwise be the bare network error without the source's name.
         raise dg.Failure(description=f"{asset}: {type(e).__name__}: {e}", allow_retries=False,

@@ -213,7 +213,7 @@ def publish_partitions(lake: ObjectStore, reports: list[IngestReport]) -> None:
         if sha256_bytes(valid_bytes) != r.output_sha256:
             problems.append(f"{r.partition}: staged file changed after it was written (sha256 mismatch)")
     if problems:
-        _drop_staged(lake, reports)
+        drop_staged(lake, reports)
         raise PublishMismatch(
             "row counts do not match, so nothing was published and the lake is unchanged: " + "; ".join(problems)
             + ". Re-run the partitions; if it persists, inspect the validation of these files."
@@ -223,10 +223,11 @@ def publish_partitions(lake: ObjectStore, reports: list[IngestReport]) -> None:
         lake.write_bytes(r.output_key, valid_bytes)
         # Always (re)written, so a re-run that fixed the data leaves no stale quarantine behind.
         lake.write_bytes(r.quarantine_key, q_bytes)
-    _drop_staged(lake, reports)
+    drop_staged(lake, reports)
 
 
-def _drop_staged(lake: ObjectStore, reports: list[IngestReport]) -> None:
+def drop_staged(lake: ObjectStore, reports: list[IngestReport]) -> None:
+    """Remove the staged files of a run that will not publish them."""
     for r in reports:
         lake.delete(r.staged_key)
         lake.delete(r.staged_quarantine_key)

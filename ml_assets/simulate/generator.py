@@ -66,7 +66,7 @@ class SimulationResult:
     landing_dir: Path
     transaction_files: list[Path]
     label_files: list[Path]
-    rows: int
+    rows: int  # transactions written to the landing zone; a re-delivered copy is not counted again
     fraud_rows: int
 
     @property
