@@ -30,7 +30,7 @@ SOURCES = {"landing_zone"}
 DAILY = {"raw_transactions", "raw_labels", "transaction_features", "batch_predictions", "drift_report",
          "model_performance"}
 BLOCKING = {  # checks that guard training data or promotion must stop downstream steps
-    ("raw_transactions", "schema_contract"), ("raw_transactions", "null_rates"),
+    ("raw_transactions", "schema_contract"), ("raw_transactions", "null_rates"), ("raw_transactions", "baseline_stats"),
     ("raw_labels", "schema_contract"), ("raw_labels", "labels_match_records"),
     ("transaction_features", "completeness"), ("transaction_features", "feature_nulls"),
     ("online_features", "online_matches_offline"), ("golden_set", "class_minimum"),

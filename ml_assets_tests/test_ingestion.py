@@ -114,3 +114,63 @@ def test_transient_errors_retry_with_backoff_then_fail_loudly():
 
     with pytest.raises(SourceUnavailable, match="still failing after 4 attempts"):
         with_retries(down, "source", sleep=lambda s: None)
+
+
+NASTY = {
+    "datetime": ["2026-01-01T23:59:60Z", "2026-02-29T00:00:00Z", "2024-02-29T00:00:00Z", "2026-13-01T00:00:00Z",
+                 "0000-01-01T00:00:00Z", "2999-12-31T23:59:59Z", "2026-01-01T24:00:00Z", "2026-01-01T05:06:07Z",
+                 " 2026-01-01T05:06:07Z", "2026-01-01 05:06:07", "", None, "x", "2026-04-31T00:00:00Z"],
+    "float": ["1", "-0", "0012.50", "123456789.123456", "1e5", " 3", "NaN", "inf", "", "abc", "-1.5", "1.", ".5",
+              "2.675", "99999.99", None],
+    "int": ["1", "1.0", "007", "-3", "2.5", "", "x", "999999999999999", " 4 "],
+    "category": ["a", " a", "a\x1f", "\u00a0a", "", "  ", "ok", None, "é", "a b", "x\n", "ok"],
+}
+
+
+@pytest.mark.parametrize(("dtype", "allowed"), [(d, None) for d in NASTY] + [("category", ["a", "ok", " a", "x\n"])])
+def test_the_vectorised_parser_agrees_with_the_pandas_parser(dtype, allowed):
+    """The Arrow fast path may only speed things up: same values, same rejects, same blanks."""
+    import numpy as np
+    import pyarrow as pa
+
+    from ml_assets.contract.model import Column
+    from ml_assets.ingestion.validate import _empty, _parse_column, _parse_column_fast
+
+    rng = np.random.default_rng(0)
+    values = NASTY[dtype] + ([f"{x:.2f}" for x in rng.lognormal(3, 2, 5000)] if dtype == "float" else [])
+    spec = Column(dtype=dtype, allowed=allowed)
+    for raw in (pd.Series(values, dtype=object), pd.Series(values, dtype=pd.ArrowDtype(pa.string()))):
+        ref_values, ref_bad = _parse_column(raw.astype(object), spec)
+        fast_values, fast_bad, n_empty, _text = _parse_column_fast(raw, spec)
+        pd.testing.assert_series_equal(fast_values, ref_values, check_names=False)
+        assert fast_bad.tolist() == ref_bad.tolist()
+        assert n_empty == int(_empty(raw.astype(object)).sum())
+
+
+def test_pandera_on_the_suspect_rows_finds_exactly_what_it_finds_on_every_row(landing):
+    import pandera.pandas as pandera
+
+    from ml_assets.ingestion.validate import _parse_column, pandera_schema, suspect_rows
+
+    raw = day_csv(landing)
+    raw.loc[0, "amount"] = "-5"
+    raw.loc[1, "channel"] = "carrier_pigeon"
+    raw.loc[2, "card_id"] = ""
+    raw.loc[[3, 7, 9], "transaction_id"] = raw.loc[20, "transaction_id"]  # one value four times
+    raw.loc[4, "amount"] = "100000.01"
+    typed = pd.DataFrame({n: _parse_column(raw[n], s)[0] for n, s in CONTRACT.columns.items()})
+    schema = pandera_schema(CONTRACT.columns)
+
+    def failures(frame: pd.DataFrame) -> set[tuple]:
+        try:
+            schema.validate(frame, lazy=True)
+        except pandera.errors.SchemaErrors as e:
+            return {(r.index, r.column, str(r.check)) for r in e.failure_cases.itertuples() if r.index is not None}
+        return set()
+
+    everywhere = failures(typed)
+    suspect = suspect_rows(typed, CONTRACT.columns)
+    assert {i for i, _, _ in everywhere} <= set(typed.index[suspect])
+    assert failures(typed.loc[suspect]) == everywhere
+    assert {i for i, c, _ in everywhere if c == "transaction_id"} == {7, 9, 20}  # the first (row 3) stays
+    assert not suspect_rows(typed.drop(index=list(suspect[suspect].index)), CONTRACT.columns).any()

@@ -85,6 +85,25 @@ def test_row_counts_add_up(pipeline):
     assert len(preds) == len(features)
 
 
+def test_ingestion_records_and_the_training_baseline_are_written(pipeline):
+    import json
+
+    from ml_assets.ingestion.baseline import load_baseline
+    from ml_assets.ingestion.ingest import materialized_partitions, read_status
+
+    store = lake(pipeline)
+    for asset in ("raw_transactions", "raw_labels"):
+        parts = materialized_partitions(store, asset)
+        assert parts and all(read_status(store, asset, p)["passed"] for p in parts)
+    baseline = load_baseline(store)
+    manifest = json.loads(store.read_bytes("training_set/manifest.json"))
+    assert baseline is not None and baseline["partitions"] == manifest["partitions"]
+    amount = baseline["columns"]["amount"]
+    assert 0 < amount["min"] < amount["quantiles"]["0.5"] < amount["max"]
+    assert set(baseline["columns"]["channel"]["frequencies"]) <= {"in_store", "online", "atm"}
+    assert store.list("staging") == []
+
+
 def test_champion_is_registered_with_lineage_and_golden_metrics(pipeline):
     s, c = pipeline["settings"], pipeline["contract"]
     registry = Registry(s.mlflow_tracking_uri, f"{c.name}_model", c.name)

@@ -162,14 +162,34 @@ class Performance(_Strict):
     retrain_requires_decline: bool = True
 
 
+class Baseline(_Strict):
+    """D2: how far a partition may stray from the stats of the training window."""
+
+    # Absolute rise of a column's null rate over its baseline null rate.
+    null_rate_jump_max: float = Field(default=0.01, ge=0, le=1)
+    # Share of a column's values outside the baseline range (widened by range_margin) or in
+    # categories the training window never saw.
+    out_of_range_share_max: float = Field(default=0.01, ge=0, le=1)
+    # The baseline range [min, max] is widened by this fraction of its width on both sides.
+    range_margin: float = Field(default=0.25, ge=0)
+
+
 class Thresholds(_Strict):
     null_rate_max: float = Field(ge=0, le=1)
     quarantine_rate_max: float = Field(ge=0, le=1)
     completeness_min: float = Field(ge=0, le=1)
     freshness_hours: float = Field(gt=0)
+    baseline: Baseline = Baseline()
     gates: Gates
     drift: Drift = Drift()
     performance: Performance = Performance()
+
+
+class Ingestion(_Strict):
+    """D7: how long a flaky landing zone is retried (exponential backoff) before the partition fails."""
+
+    retry_attempts: int = Field(default=4, ge=1)
+    retry_base_delay_s: float = Field(default=0.5, ge=0)
 
 
 class Contract(_Strict):
@@ -185,6 +205,7 @@ class Contract(_Strict):
     datasets: Datasets
     training: Training
     thresholds: Thresholds
+    ingestion: Ingestion = Ingestion()
 
     @model_validator(mode="after")
     def _references(self) -> Contract:

@@ -20,7 +20,8 @@ from ml_assets.datasets.build import (
 )
 from ml_assets.features.assets import source_glob
 from ml_assets.features.store import historical_features
-from ml_assets.ingestion.ingest import materialized_partitions, read_partitions
+from ml_assets.ingestion.baseline import compute_baseline, write_baseline
+from ml_assets.ingestion.ingest import IngestionRefused, materialized_partitions, read_partitions, verify_ingested
 from ml_assets.metadata import md_table
 from ml_assets.registry.mlflow_registry import IntegrityError
 from ml_assets.registry.promotion import baseline_tags, rebaseline_champion
@@ -65,7 +66,17 @@ def load_training_by_hash(store: ObjectStore, digest: str) -> pd.DataFrame | Non
     return None
 
 
+def _verified(store: ObjectStore, asset: str) -> None:
+    """Training data is built from every ingested partition: refuse if any failed its checks."""
+    try:
+        verify_ingested(store, asset, materialized_partitions(store, asset))
+    except IngestionRefused as e:
+        raise dg.Failure(str(e), allow_retries=False) from e
+
+
 def _labeled(store: ObjectStore, contract: Contract) -> pd.DataFrame:
+    _verified(store, "raw_transactions")
+    _verified(store, "raw_labels")
     labels = read_partitions(store, "raw_labels")
     records = read_partitions(store, "raw_transactions")
     if labels.empty or records.empty:
@@ -195,6 +206,17 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         store.write_parquet(TRAINING_KEY, training)
         store.write_parquet(training_version_key(digest), training)
         store.write_bytes(TRAINING_MANIFEST, json.dumps(train_manifest, indent=2).encode())
+        overlap = disjointness(training, golden, contract)
+        disjoint = (overlap["shared_entities"] == 0 and overlap["shared_records"] == 0
+                    and overlap["training_rows_in_golden_window"] == 0)
+        null_rows = int(training[contract.feature_names].isna().any(axis=1).sum())
+        baseline_meta = {"baseline_stats": "not updated: a training_set check failed"}
+        if disjoint and not null_rows:
+            # D2: new partitions are compared with the stats of the data trained on.
+            baseline = compute_baseline(read_partitions(store, "raw_transactions", partitions_used), contract,
+                                        partitions_used)
+            baseline_meta = {"baseline_stats": dg.MetadataValue.path(write_baseline(store, baseline)),
+                             "baseline_rows": baseline["rows"]}
         yield dg.MaterializeResult(metadata={
             "content_hash": digest,
             "golden_version": manifest.version,
@@ -202,15 +224,13 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             **stats,
             "feature_stats": _feature_summary(training, contract),
             "path": dg.MetadataValue.path(store.uri(TRAINING_KEY)),
+            **baseline_meta,
         })
-        overlap = disjointness(training, golden, contract)
         yield dg.AssetCheckResult(
             check_name="disjoint_from_golden_set", asset_key="training_set",
-            passed=overlap["shared_entities"] == 0 and overlap["shared_records"] == 0
-            and overlap["training_rows_in_golden_window"] == 0,
+            passed=disjoint,
             metadata={k: str(v) if isinstance(v, list) else v for k, v in overlap.items()},
         )
-        null_rows = int(training[contract.feature_names].isna().any(axis=1).sum())
         yield dg.AssetCheckResult(
             check_name="features_complete", asset_key="training_set", passed=null_rows == 0,
             description="every row has all features" if not null_rows else

@@ -12,7 +12,13 @@ from ml_assets.contract import Contract
 from ml_assets.features.compute import compute_features, max_window
 from ml_assets.features.online import online_offline_mismatches
 from ml_assets.features.store import FEATURE_VIEW
-from ml_assets.ingestion.ingest import lake_key, materialized_partitions, read_partitions
+from ml_assets.ingestion.ingest import (
+    IngestionRefused,
+    lake_key,
+    materialized_partitions,
+    read_partitions,
+    verify_ingested,
+)
 from ml_assets.metadata import md_table
 from ml_assets.resources import FeastResource, StorageResource
 
@@ -50,6 +56,12 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         for pk in context.partition_keys:
             day = dt.date.fromisoformat(pk)
             window = [(day - dt.timedelta(days=i)).isoformat() for i in range(history_days, -1, -1)]
+            # Blocking checks stop this step only inside the run that ingested the data; a later
+            # run must not consume a partition whose ingestion checks failed, so re-verify here.
+            try:
+                verify_ingested(store, "raw_transactions", window)
+            except IngestionRefused as e:
+                raise dg.Failure(f"transaction_features {pk}: {e}", allow_retries=False) from e
             records = read_partitions(store, "raw_transactions", window)
             todays = records[pd.to_datetime(records[contract.timestamp], utc=True).dt.date == day] if len(records) else records
             if todays.empty:

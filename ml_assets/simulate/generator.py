@@ -33,7 +33,17 @@ FOREIGN_RISKY = ["NG", "RU", "CN", "BR", "IN"]
 AGE_BANDS = ["18-29", "30-44", "45-64", "65+"]
 AGE_P = [0.25, 0.3, 0.3, 0.15]
 
-SCENARIOS = ("none", "drift")
+# Each scenario affects every day from `scenario_start_day` on, deterministically:
+#   drift              amounts x1.8 and more online spending: the world changed (M1)
+#   schema_break       the `amount` column is renamed `amount_usd` (D1: file-level failure)
+#   null_spike         a fifth of `merchant_category` values are empty (D1 quarantine, D2 null rates)
+#   out_of_range       amounts delivered in cents instead of units (D2: far outside the baseline)
+#   stale_source       the upstream stops delivering: no transaction or label files (D3, D7)
+#   duplicate_delivery the last good day's file is re-delivered under each new day's name (D5)
+#   corrupt_file       the file is cut off mid-row, as by an interrupted upload (D1)
+SCENARIOS = ("none", "drift", "schema_break", "null_spike", "out_of_range", "stale_source", "duplicate_delivery",
+             "corrupt_file")
+NULL_SPIKE_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ class SimulationResult:
     landing_dir: Path
     transaction_files: list[Path]
     label_files: list[Path]
-    rows: int
+    rows: int  # transactions written to the landing zone; a re-delivered copy is not counted again
     fraud_rows: int
 
     @property
@@ -157,6 +167,19 @@ def _day(rng: np.random.Generator, cards: pd.DataFrame, day: dt.date, cfg: Simul
     return out.reset_index(drop=True)
 
 
+def _inject(df: pd.DataFrame, scenario: str, rng: np.random.Generator) -> pd.DataFrame:
+    """Apply a record-level scenario to one day's delivery (file-level ones are applied when writing)."""
+    df = df.copy()
+    if scenario == "schema_break":
+        df = df.rename(columns={"amount": "amount_usd"})
+    elif scenario == "null_spike":
+        hit = rng.random(len(df)) < NULL_SPIKE_SHARE
+        df["merchant_category"] = df["merchant_category"].where(~hit, None)
+    elif scenario == "out_of_range":
+        df["amount"] = np.round(df["amount"] * 100, 2)
+    return df
+
+
 def _write(df: pd.DataFrame, path: Path, file_format: str) -> Path:
     path = path.with_suffix(f".{file_format}")
     if file_format == "csv":
@@ -180,14 +203,36 @@ def simulate(landing_dir: str | Path, cfg: SimulationConfig = SimulationConfig()
     days = [cfg.start_date + dt.timedelta(days=i) for i in range(cfg.days)]
     tx_files, label_files, frames = [], [], {}
     rows = fraud_rows = 0
+    last_good: Path | None = None
     for i, day in enumerate(days):
         day_seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{day.isoformat()}".encode()).digest()[:8], "little")
         df = _day(np.random.default_rng(day_seed), cards, day, cfg, i)
         frames[day] = df[["transaction_id", "is_fraud"]]
+        affected = i >= cfg.scenario_start_day
+        if affected and cfg.scenario == "stale_source":
+            continue
+        target = landing / "transactions" / day.isoformat()
+        if affected and cfg.scenario == "duplicate_delivery" and last_good is not None:
+            # The upstream export is stuck: it re-sends the last good file under the new day's name.
+            path = target.with_suffix(last_good.suffix)
+            atomic_write_bytes(path, last_good.read_bytes())
+            tx_files.append(path)
+            continue
+        out = df.drop(columns=["is_fraud"])
+        if affected:
+            out = _inject(out, cfg.scenario, np.random.default_rng(day_seed + 1))
         rows += len(df)
         fraud_rows += int(df["is_fraud"].sum())
-        tx_files.append(_write(df.drop(columns=["is_fraud"]), landing / "transactions" / day.isoformat(), cfg.file_format))
-    for day in days:
+        path = _write(out, target, cfg.file_format)
+        if affected and cfg.scenario == "corrupt_file":
+            data = path.read_bytes()
+            atomic_write_bytes(path, data[: len(data) * 2 // 3])  # an upload cut off mid-row
+        else:
+            last_good = path
+        tx_files.append(path)
+    for i, day in enumerate(days):
+        if cfg.scenario == "stale_source" and i >= cfg.scenario_start_day:
+            continue
         event_day = day - dt.timedelta(days=cfg.label_delay_days)
         labels = frames.get(event_day, pd.DataFrame({"transaction_id": pd.Series(dtype=str), "is_fraud": pd.Series(dtype=int)}))
         label_files.append(_write(labels, landing / "labels" / day.isoformat(), "csv"))
