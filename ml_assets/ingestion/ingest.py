@@ -300,7 +300,10 @@ def read_partitions(lake: ObjectStore, asset: str, partitions: list[str] | None 
     frames = [lake.read_parquet(k) for k in keys if k.endswith(".parquet") and lake.exists(k)]
     if not frames:
         return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    # Empty partitions (e.g. header-only label deliveries) add no rows; leaving them out keeps
+    # the column dtypes those with rows agree on.
+    filled = [f for f in frames if len(f)]
+    return pd.concat(filled, ignore_index=True) if filled else frames[0]
 
 
 def landing_partitions(landing: ObjectStore, directory: str) -> list[str]:
