@@ -121,6 +121,8 @@ def summary(settings: Settings) -> str:
     drift_keys = sorted(k for k in lake.list("drift_report") if k.endswith(".parquet"))
     if drift_keys:
         lines.append("drift status per day (max PSI, drifted features):")
+        warmup: list[str] = []
+        warmup_at = len(lines)
         for k in drift_keys:
             table = lake.read_parquet(k)
             worst = table.sort_values("psi", ascending=False).iloc[0]
@@ -128,10 +130,13 @@ def summary(settings: Settings) -> str:
             drifted = table[table["status"].isin(["act", "bug"])]["feature"].tolist()
             day = Path(k).stem
             if dt.date.fromisoformat(day) < contract.first_complete_day:
-                lines.append(f"  {day}  warm-up (less than a full window of history: not judged)")
+                warmup.append(day)
                 continue
             lines.append(f"  {day}  {status:<6}  max PSI {worst['psi']:.3f} ({worst['feature']})"
                          + (f"  drifted: {', '.join(drifted)}" if drifted else ""))
+        if warmup:
+            lines.insert(warmup_at, f"  {warmup[0]} .. {warmup[-1]}  warm-up: less than a full window of history, "
+                                    "not judged")
     perf = read_partitions(lake, "model_performance")
     if not perf.empty:
         perf = perf[perf["roc_auc"].notna()]
