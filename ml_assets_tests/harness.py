@@ -13,7 +13,7 @@ from ml_assets.features import assets as features
 from ml_assets.ingestion import assets as ingestion
 from ml_assets.orchestration import alert_on_run_failure
 from ml_assets.partitions import daily_partitions
-from ml_assets.resources import FeastResource, LocalStorageResource, LogFileAlertSink
+from ml_assets.resources import FeastResource, LocalStorageResource, LogFileAlertSink, MLflowResource
 
 
 class Graph:
@@ -37,6 +37,10 @@ class Graph:
             "lake": lake_resource or LocalStorageResource(root=str(self.lake_dir)),
             "feast": FeastResource(repo_dir=str(root / "feast"), online_store="sqlite",
                                    sqlite_path=str(root / "feast" / "online.db")),
+            # golden_set re-baselines the champion (if any) when it freezes a new version.
+            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", experiment=contract.name,
+                                     model_name=f"{contract.name}_model",
+                                     artifact_location=(root / "mlflow-artifacts").as_uri()),
         }
 
     def materialize(self, assets: list, instance: dg.DagsterInstance, first: str | None = None,

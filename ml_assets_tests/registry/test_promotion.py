@@ -39,7 +39,7 @@ from ml_assets.resources import LocalStorageResource, MLflowResource
 from ml_assets.simulate.generator import SimulationConfig, simulate
 from ml_assets.storage import LocalStore
 from ml_assets.training import ddp
-from ml_assets.training.assets import LATEST, training_spec
+from ml_assets.training.assets import LATEST, RUNS_PREFIX, training_spec
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.registry.variants import BiasedModel, NoisyModel, SlowModel, SquareRootModel
 
@@ -104,7 +104,13 @@ def world(tmp_path_factory):
     (out / "spec.json").write_text(json.dumps(training_spec(contract)))
     assert ddp.main(["--data", str(out / "training_set.parquet"), "--out", str(out), "--spec",
                      str(out / "spec.json")]) == 0
+    # As model_checkpoint leaves it: the outputs in the lake, registered_model reads them from there.
+    prefix = f"{RUNS_PREFIX}/promotion-tests"
+    for name in ("model.pt", "preprocessor.json", "result.json", "metrics.jsonl"):
+        lake.write_bytes(f"{prefix}/{name}", (out / name).read_bytes())
     lake.write_bytes(LATEST, json.dumps({"run_key": "promotion-tests", "out_dir": str(out), "training_hash": digest,
+                                         "artifacts_prefix": prefix, "checkpoint_uri": lake.uri(prefix),
+                                         "dagster_run_id": "promotion-tests",
                                          "result": json.loads((out / "result.json").read_text())}).encode())
     (home / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
