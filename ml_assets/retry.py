@@ -7,17 +7,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ReadTimeoutError
+
 T = TypeVar("T")
 log = logging.getLogger("ml_assets.retry")
 
-TRANSIENT: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, InterruptedError)
-try:  # botocore's network errors are transient too, when boto is in play
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import ReadTimeoutError
-
-    TRANSIENT = (*TRANSIENT, BotoConnectionError, ReadTimeoutError)
-except ImportError:  # pragma: no cover
-    pass
+# botocore's network errors (S3 landing zones) are transient too.
+TRANSIENT: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, InterruptedError,
+                                              BotoConnectionError, ReadTimeoutError)
 
 
 class SourceUnavailable(RuntimeError):

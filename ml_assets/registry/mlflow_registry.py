@@ -7,6 +7,7 @@ recorded at registration and verified before promotion and before scoring (P8, S
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -99,10 +100,8 @@ class Registry:
         self.client.set_registered_model_alias(self.model_name, alias, str(version))
 
     def delete_alias(self, alias: str) -> None:
-        try:
+        with contextlib.suppress(MlflowException):  # deleting an alias that is not set is a no-op
             self.client.delete_registered_model_alias(self.model_name, alias)
-        except MlflowException:
-            pass
 
     def tag_version(self, version: str, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
@@ -223,17 +222,16 @@ def code_version() -> str:
     sha = os.environ.get("ML_ASSETS_CODE_VERSION")
     if sha:
         return sha
-    try:
-        import subprocess
+    import subprocess
 
+    # Outside a git checkout (an installed image) the package version is the code version.
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).parent)
         if out.returncode == 0:
             dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                    text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
             return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
     from importlib.metadata import version
 
     return f"ml-assets=={version('ml-assets')}"

@@ -14,6 +14,7 @@ every node's workers together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -109,15 +110,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):  # then it is killed below
         proc.wait(timeout=_TERM_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        # Also after torchrun itself exited: a worker it failed to reap would otherwise live on.
+    # Also after torchrun itself exited: a worker it failed to reap would otherwise live on.
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     for pid, cmdline in ranks.items():
         if cmdline is None or _cmdline(pid) != cmdline:
             continue  # gone, or the pid now belongs to another process
