@@ -55,11 +55,16 @@ def main() -> None:
     graph = build_definitions(settings).resolve_asset_graph()
     group_of = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
     starts, per_step = {}, {}
-    for event in result.all_events:
+    with dg.DagsterInstance.get() as instance:  # the run's event log carries the timestamps
+        entries = instance.all_logs(result.run_id)
+    for entry in entries:
+        event = entry.dagster_event
+        if event is None:
+            continue
         if event.event_type == dg.DagsterEventType.STEP_START:
-            starts[event.step_key] = event.timestamp
+            starts[event.step_key] = entry.timestamp
         elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-            per_step[event.step_key] = event.timestamp - starts[event.step_key]
+            per_step[event.step_key] = entry.timestamp - starts[event.step_key]
     per_group: dict[str, float] = defaultdict(float)
     for step, seconds in per_step.items():
         per_group[group_of.get(step, "other")] += seconds

@@ -284,3 +284,12 @@ def test_latency_gate_does_not_count_time_queued_behind_other_processes():
     wall_p99 = float(res.detail.split("wall-clock p99 ")[1].split(" ms")[0])
     assert wall_p99 > 8.0, res.detail  # plain wall time would have refused it
     assert res.passed and 4.0 <= res.value < 8.0, res.detail
+
+
+def test_latency_gate_pauses_the_garbage_collector_only_while_timing():
+    import gc
+
+    seen = []
+    result = latency_gate(lambda row: seen.append(gc.isenabled()), [1], p99_limit_ms=50, n_requests=10)
+    assert result.passed and seen and not any(seen), "collections of the host's heap are not request latency"
+    assert gc.isenabled(), "the collector is enabled again afterwards"
