@@ -203,7 +203,10 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             row["declining"] = len(history) >= perf.consecutive_windows and all(h["below_reference"] for h in history)
             if row["declining"]:
                 declines[pk] = (row["roc_auc"], row["reference_auc"])
-            store.write_parquet(lake_key("model_performance", pk), pd.DataFrame([row]))
+            # Metrics stay float (NaN before labels arrive), so every window stores the same schema.
+            store.write_parquet(lake_key("model_performance", pk), pd.DataFrame([row]).astype(
+                {c: "float64" for c in ("roc_auc", "auc_ci_low", "auc_ci_high", "precision", "recall",
+                                        "reference_auc")}))
             per.append(row)
         last = per[-1]
         yield dg.MaterializeResult(metadata={
