@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ml_assets.training.launcher import processes_mentioning
+
 
 def synthetic(rows: int, seed: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
@@ -52,17 +54,6 @@ def spec(epochs: int, batch_size: int, checkpoint_every: int) -> dict:
             "label": "label", "timestamp": "ts", "epochs": epochs, "batch_size": batch_size,
             "learning_rate": 0.003, "hidden": [64, 32], "seed": 1, "checkpoint_every": checkpoint_every,
             "validation_fraction": 0.2}
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
 
 
 def throughput(launcher_cls, data: Path, root: Path, nproc: int, epochs: int, batch_size: int) -> dict:

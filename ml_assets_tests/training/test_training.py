@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ml_assets.training import ddp
-from ml_assets.training.launcher import LocalTorchrunLauncher, TrainingFailed
+from ml_assets.training.launcher import LocalTorchrunLauncher, TrainingFailed, processes_mentioning
 from ml_assets.training.model import build_model
 from ml_assets.training.preprocess import Preprocessor
 
@@ -245,17 +245,6 @@ def test_finished_run_is_not_retrained_and_checkpoints_of_other_data_are_refused
     make_transactions(seed=4).to_parquet(other, index=False)
     with pytest.raises(RuntimeError, match="different data or spec"):
         ddp.main(["--data", str(other), "--out", str(out), "--spec", str(out / "spec.json")])
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.mark.slow
