@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from ml_assets.definitions import build_definitions
+from ml_assets.metadata import as_markdown
 from ml_assets.resources import S3StorageResource
 from ml_assets.settings import Settings
 from ml_assets.simulate.generator import SimulationConfig, simulate
@@ -118,7 +119,7 @@ def test_ingestion_and_features_run_through_the_production_s3_resource(prod):
         observation = instance.fetch_observations(dg.AssetKey("landing_zone"), limit=1).records[0].asset_observation
         meta = instance.get_latest_materialization_event(dg.AssetKey("raw_transactions")).asset_materialization.metadata
     assert observation.metadata["delivery_state"].value == "complete"
-    assert f"s3://{LANDING_BUCKET}/{LANDING_PREFIX}/transactions" in observation.metadata["sources"].value
+    assert f"s3://{LANDING_BUCKET}/{LANDING_PREFIX}/transactions" in as_markdown(observation.metadata["sources"])
     assert f"s3://{LANDING_BUCKET}/{LANDING_PREFIX}/transactions/{DAYS[0]}.csv" in meta["sources"].value
 
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=LAKE_BUCKET, Prefix=LAKE_PREFIX)["Contents"]}

@@ -30,6 +30,7 @@ from ml_assets.datasets.build import (
 )
 from ml_assets.features.compute import compute_features
 from ml_assets.ingestion.ingest import lake_key
+from ml_assets.metadata import as_markdown
 from ml_assets.monitoring import assets as monitoring_assets
 from ml_assets.registry import assets as registry_assets
 from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRef, Registry, pip_requirements
@@ -155,7 +156,8 @@ def materialize_champion(world, name: str, contract: Contract | None = None) -> 
 
 def metadata(result: dg.ExecuteInProcessResult) -> dict:
     [mat] = result.asset_materializations_for_node("champion_model")
-    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return {k: as_markdown(v) if isinstance(v, dg.TableMetadataValue) else getattr(v, "value", v)
+            for k, v in mat.metadata.items()}
 
 
 @pytest.fixture(scope="module")
