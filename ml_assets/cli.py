@@ -24,7 +24,8 @@ def _simulation_config(args: argparse.Namespace, settings: Settings):
         end = contract.partitions.end_date
         days = (end - start).days if end else 30
     return SimulationConfig(start_date=start, days=days, n_cards=args.cards, seed=args.seed, scenario=args.scenario,
-                            scenario_start_day=args.scenario_start_day, label_delay_days=contract.labels.delay_days)
+                            scenario_start_day=args.scenario_start_day, label_delay_days=contract.labels.delay_days,
+                            scenario_days=args.scenario_days, ramp_days=args.ramp_days)
 
 
 def refuse_to_simulate_for_another_dataset(settings: Settings) -> None:
@@ -147,7 +148,22 @@ def summary(settings: Settings) -> str:
     return "\n".join(lines)
 
 
+# The story the demo tells by default: 4 stable weeks of history and a first model, then the days played one by one;
+# from day 31 the world drifts (over 4 days) and fraudsters change their ways, the decline is confirmed on delayed
+# labels, one retrain learns the new regime and is promoted, and the AUC recovers.
+DEMO_STORY = {"scenario": "drift", "days": 56, "cards": 3000, "scenario_start_day": 31, "ramp_days": 4,
+              "bootstrap_days": 28}
+STATIC_DEMO = {"scenario": "none", "days": 30, "cards": 4000}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The story by default (a replay: stable weeks, drift, decline, one retrain, recovery); --static runs the
+    whole graph once over the simulated days instead."""
+    if not args.static:
+        return cmd_replay(args)
+    for k, v in STATIC_DEMO.items():  # the story's defaults do not apply to a static run
+        if getattr(args, k) == DEMO_STORY.get(k):
+            setattr(args, k, v)
     settings = current_settings()
     t0 = time.perf_counter()
     if not args.no_simulate:
@@ -161,10 +177,86 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nData, registry and instance are under {settings.home}. Browse them with `ml-assets dev` "
           f"(Dagster UI at http://127.0.0.1:3000).")
     if not result.success:
+        from ml_assets.orchestration import failed_checks
+
         for event in result.all_events:
             if event.is_step_failure:
                 print(f"step {event.step_key} failed: {event.event_specific_data.error.message}", file=sys.stderr)
+        with _instance() as instance:
+            for check in failed_checks(instance, result.run_id):
+                print(f"  failed check {check}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def run_replay(settings: Settings, source: Path, bootstrap_days: int, days: int | None = None, instance=None,
+               log=print) -> list:
+    """Play the days of `source` through the real Dagster machinery (see ml_assets.replay); returns the lines."""
+    import contextlib
+
+    import dagster as dg
+
+    from ml_assets.contract import load_contract
+    from ml_assets.definitions import build_definitions
+    from ml_assets.instance import ensure_dagster_home
+    from ml_assets.registry.mlflow_registry import Registry
+    from ml_assets.replay import ReplayError, bootstrap, make_replay, write_timeline
+
+    ensure_dagster_home(settings)
+    contract = load_contract(settings.contract_path)
+    defs = build_definitions(settings)
+    registry = Registry(settings.mlflow_tracking_uri, f"{contract.name}_model", contract.name,
+                        (settings.mlflow_dir / "artifacts").as_uri())
+    with (contextlib.nullcontext(instance) if instance else dg.DagsterInstance.get()) as instance:
+        r = make_replay(defs, instance, contract, source, settings.landing_dir, settings.lake_dir, registry,
+                        settings.alerts_path)
+        available = r.source_days()
+        if len(available) <= bootstrap_days:
+            raise ReplayError(f"{len(available)} days of files under {source / contract.records.dir}, but "
+                              f"--bootstrap-days is {bootstrap_days}: the loop needs days after the history")
+        r.alert_tick()  # the failure sensor starts watching from here, as the daemon's first tick does
+        bootstrap(r, available[:bootstrap_days], log)
+        for day in available[bootstrap_days:][: days]:
+            log(r.play(day).text())
+        csv, png = write_timeline(r)
+        log(f"timeline: {csv}\nplot:     {png}")
+        return r.lines
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ml_assets.replay import ReplayError, reset_home
+    from ml_assets.simulate.generator import simulate
+
+    settings = current_settings()
+    t0 = time.perf_counter()
+    source = Path(args.source).resolve() if args.source else settings.home / "source"
+    if not args.source:
+        refuse_to_simulate_for_another_dataset(settings)
+        cfg = _simulation_config(args, settings)
+        if source.exists():
+            import shutil
+
+            shutil.rmtree(source)
+        res = simulate(source, cfg)
+        print(f"simulated {cfg.days} days from {cfg.start_date} into {source}: {res.rows} transactions, fraud rate "
+              f"{res.fraud_rate:.2%}, scenario {cfg.scenario} from day {cfg.scenario_start_day}")
+    reset_home(settings.home)
+    try:
+        lines = run_replay(settings, source, args.bootstrap_days, args.play_days)
+    except ReplayError as e:
+        print(f"replay stopped: {e}", file=sys.stderr)
+        return 1
+    retrains = [ln for ln in lines if ln.sensor == "requested"]
+    print(f"\n== ml_assets replay: {len(lines)} days after {args.bootstrap_days} days of history, "
+          f"{len(retrains)} retrain(s), {time.perf_counter() - t0:.0f}s ==")
+    for ln in retrains:
+        print(f"  {ln.day}: retrain {ln.retrain_outcome} — {ln.sensor_reason[:160]}")
     return 0
 
 
@@ -232,14 +324,28 @@ def main(argv: list[str] | None = None) -> int:
 
         p.add_argument("--scenario", default="none", choices=SCENARIOS, help="failure to inject")
         p.add_argument("--scenario-start-day", type=int, default=20, help="first day (0-based) the scenario affects")
+        p.add_argument("--scenario-days", type=int, default=None, help="how many days it lasts (default: to the end)")
+        p.add_argument("--ramp-days", type=int, default=7, help="drift scenarios: days to reach full size (0: abrupt)")
 
     p = sub.add_parser("simulate", help="write demo landing files (transactions + delayed labels)")
     sim_args(p)
     p.set_defaults(fn=cmd_simulate)
-    p = sub.add_parser("demo", help="simulate, materialize the whole asset graph, print a summary")
+    def replay_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--source", default=None, help="directory of dated landing files to replay (default: simulate)")
+        p.add_argument("--bootstrap-days", type=int, default=28, help="days of history before the first model")
+        p.add_argument("--play-days", type=int, default=None, help="stop after this many days of the loop")
+
+    p = sub.add_parser("demo", help="the closed loop, watched: a replay of simulated days with drift (or --static: "
+                                    "the whole graph once)")
     sim_args(p)
-    p.add_argument("--no-simulate", action="store_true", help="use the landing files already there")
-    p.set_defaults(fn=cmd_demo)
+    replay_args(p)
+    p.add_argument("--static", action="store_true", help="materialize the whole graph once over the simulated days")
+    p.add_argument("--no-simulate", action="store_true", help="--static: use the landing files already there")
+    p.set_defaults(fn=cmd_demo, **DEMO_STORY)
+    p = sub.add_parser("replay", help="play days through the real schedule, sensors and jobs, one day at a time")
+    sim_args(p)
+    replay_args(p)
+    p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("lineage", help="data -> run -> metrics of a model version (T4)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--alias", help="champion | challenger | previous")

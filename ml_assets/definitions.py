@@ -33,8 +33,10 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 DAILY_ASSETS = ["raw_transactions", "raw_labels", "transaction_features", "batch_predictions", "drift_report",
-                "model_performance"]
-RETRAIN_ASSETS = ["training_set", "model_checkpoint", "registered_model", "champion_model"]
+                "evidently_report", "model_performance"]
+# golden_set is part of retraining: a retrain asked for by a decline freezes a new golden version from recent data
+# first (M6), so the challenger is judged on the world it will serve, not on the one that declined.
+RETRAIN_ASSETS = ["golden_set", "training_set", "model_checkpoint", "registered_model", "champion_model"]
 # D3: assets whose staleness is an incident. Applied here once, not on every asset.
 FRESHNESS_GOVERNED = ["raw_transactions", "raw_labels", "transaction_features", "online_features", "champion_model"]
 
@@ -146,7 +148,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     )
     retrain = dg.define_asset_job(
         "retrain", selection=dg.AssetSelection.assets(*RETRAIN_ASSETS),
-        description="training_set -> model_checkpoint -> registered_model -> champion_model (gated).",
+        description="golden_set (refreshed when the sensor asks) -> training_set -> model_checkpoint -> "
+        "registered_model -> champion_model (gated).",
         tags={"ml_assets/gpu": "true"},  # dagster.yaml limits these runs to one at a time (O4)
     )
     return dg.Definitions(

@@ -17,32 +17,67 @@ def root_cause(err) -> str:
     return f"{err.cls_name}: {err.message.strip()}" if getattr(err, "cls_name", None) else err.message.strip()
 
 
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Each failed check of a run with its own message (what, where, the setting that governs it): a blocking
+    check's failure otherwise reaches people as "1 blocking asset check failed with ERROR severity"."""
+    out = []
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records:
+        e = record.event_log_entry.dagster_event.event_specific_data
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR:
+            where = e.asset_key.to_user_string() + (f" {e.partition}" if e.partition else "")
+            meta = e.metadata or {}
+            extra = next((getattr(meta[k], "value", meta[k]) for k in ("reasons", "problems") if k in meta), "")
+            reasons = e.description or str(extra)
+            out.append(f"{where} / {e.check_name}: {reasons}".strip().rstrip(":"))
+    return list(dict.fromkeys(out))
+
+
 def run_url(run_id: str) -> str:
     base = os.environ.get("DAGSTER_WEBSERVER_URL", "http://127.0.0.1:3000").rstrip("/")
     return f"{base}/runs/{run_id}"
 
 
+LOCATION = "ml_assets"  # the code location name (workspace.yaml, pyproject's [tool.dagster])
+
+
+def launched_elsewhere(run: dg.DagsterRun) -> bool:
+    """A run launched from another code location of the same instance. Runs of this code location
+    launched by the daemon or the UI carry our location in their origin; runs executed in process
+    (`ml-assets demo` / `replay`, `dagster asset materialize`) carry no origin and are ours too."""
+    origin = run.remote_job_origin
+    return origin is not None and origin.repository_origin.code_location_origin.location_name != LOCATION
+
+
 @dg.run_failure_sensor(
     name="alert_on_run_failure",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="O2: every failed run goes to the alert sink with its job, failed steps, error and run link.",
+    # Runs executed in process (the CLI, the replay, `dagster asset materialize`) have no code-location origin;
+    # a sensor limited to its own location would never see them fail (O2).
+    monitor_all_code_locations=True,
+    description="O2: every failed run of this code location, however it was launched, goes to the alert sink with "
+                "its job, failed steps, error and run link.",
 )
 def alert_on_run_failure(context: dg.RunFailureSensorContext, alerts: AlertSinkResource):
     run = context.dagster_run
+    if launched_elsewhere(run):
+        return
     steps, errors = [], []
     for event in context.get_step_failure_events():
         steps.append(event.step_key or "?")
         err = event.event_specific_data.error if event.event_specific_data else None
         if err is not None:
             errors.append(f"{event.step_key}: {root_cause(err)}")
+    checks = failed_checks(context.instance, run.run_id)
     alerts.send(Alert(
         kind="run_failure",
-        summary=f"run {run.run_id[:8]} of job {run.job_name} failed" + (f" at {', '.join(steps)}" if steps else ""),
+        summary=f"run {run.run_id[:8]} of job {run.job_name} failed" + (f" at {', '.join(steps)}" if steps else "")
+        + (f": {checks[0]}"[:300] if checks else ""),
         job=run.job_name,
         run_id=run.run_id,
         steps=steps,
-        error="\n".join(errors) or (context.failure_event.message or ""),
+        error="\n".join(errors + [f"failed check {c}" for c in checks]) or (context.failure_event.message or ""),
         run_url=run_url(run.run_id),
+        details={"failed_checks": checks} if checks else {},
     ))
 
 

@@ -1,20 +1,30 @@
-"""Each sensor shown to fire (and shown to hold back) on a real Dagster instance."""
+"""Each sensor shown to fire (and shown to hold back) on a real Dagster instance, reading what the monitoring
+assets recorded per partition."""
 
 import dagster as dg
 import pytest
 
 from ml_assets.alerts import read_alerts
 from ml_assets.contract import load_contract
+from ml_assets.datasets.lake import REFRESH_TAG
 from ml_assets.monitoring import sensors
-from ml_assets.monitoring.policy import CheckOutcome, retrain_decision
 from ml_assets.orchestration import alert_on_run_failure
 from ml_assets.resources import LogFileAlertSink
 
 
-def report(instance, check: dg.AssetCheckKey, passed: bool) -> None:
-    instance.report_runless_asset_event(
-        dg.AssetCheckEvaluation(asset_key=check.asset_key, check_name=check.name, passed=passed, metadata={})
-    )
+def record(instance, asset: str, metadata: dict, partition: str | None = None) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition,
+                                                                metadata=metadata))
+
+
+def world(instance, champion="3", drift="stable", declining=False, episode="2026-02-01", scored="2026-02-14",
+          perf_version="3", day="2026-02-17") -> None:
+    record(instance, "champion_model", {"champion_version": champion})
+    record(instance, "drift_report", {"status": drift, "reasons": "amount: null rate 21% on 4500 rows" if drift == "bug"
+                                      else "", "golden_stale": False}, day)
+    record(instance, "model_performance", {"declining": declining, "episode_start": episode, "scored_day": scored,
+                                           "model_version": perf_version, "golden_window_days": 5,
+                                           "reason": "AUC 0.61 (CI high 0.66) < 0.97 - 0.005"}, day)
 
 
 @pytest.fixture
@@ -22,52 +32,62 @@ def sensor():
     return sensors.build(load_contract())
 
 
-def evaluate(sensor, instance):
-    return sensor(dg.build_sensor_context(instance=instance))
+def tick(sensor, instance):
+    return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, sensor_name=sensor.name))
 
 
-def test_drift_with_performance_decline_requests_one_retrain_run(sensor):
+def test_a_confirmed_decline_of_the_serving_model_requests_one_retrain_with_a_golden_refresh(sensor):
     with dg.instance_for_test() as instance:
-        report(instance, sensors.BUG, passed=True)
-        report(instance, sensors.DRIFT, passed=False)
-        report(instance, sensors.PERFORMANCE, passed=False)
-        first = evaluate(sensor, instance)
-        again = evaluate(sensor, instance)
-    assert isinstance(first, dg.RunRequest)
+        world(instance, declining=True)
+        first, again = tick(sensor, instance), tick(sensor, instance)
+    (request,) = first.run_requests
     assert sensor.job_name == "retrain"
+    assert request.tags[REFRESH_TAG] == "decline" and request.tags[sensors.CHAMPION_TAG] == "3"
+    assert "confirmed decline since 2026-02-01" in request.tags[sensors.TRIGGER_TAG]
     # O4: the same evidence yields the same run_key, so Dagster launches it once.
-    assert isinstance(again, dg.RunRequest) and again.run_key == first.run_key
-    assert "drift" in first.tags["ml_assets/trigger"]
+    assert again.run_requests[0].run_key == request.run_key
 
 
-@pytest.mark.parametrize(
-    ("drift", "bug", "perf", "reason"),
-    [
-        (True, True, False, "no feature drift"),
-        (False, False, False, "pipeline bug"),  # M5: corrupted data must not retrain
-        (False, True, True, "without a performance decline"),  # M4: drift alone is not enough
-    ],
-)
-def test_retrain_is_held_back(sensor, drift, bug, perf, reason):
+@pytest.mark.parametrize(("kw", "reason"), [
+    ({"drift": "bug", "declining": True}, "pipeline bug signals on 2026-02-17"),  # M5: never on corrupted data
+    ({"drift": "act"}, "drift on 2026-02-17 without a confirmed decline"),  # default trigger: decline
+    ({"declining": True, "perf_version": "2"}, "no confirmed decline"),  # a decline of a model no longer serving
+    ({"declining": True, "episode": "2026-02-10"}, "waiting for the new regime"),
+])
+def test_retrain_is_held_back(sensor, kw, reason):
     with dg.instance_for_test() as instance:
-        report(instance, sensors.DRIFT, passed=drift)
-        report(instance, sensors.BUG, passed=bug)
-        report(instance, sensors.PERFORMANCE, passed=perf)
-        result = evaluate(sensor, instance)
-    assert isinstance(result, dg.SkipReason) and reason in result.skip_message
+        world(instance, **kw)
+        result = tick(sensor, instance)
+    assert not result.run_requests and reason in result.skip_message
 
 
-def test_new_evidence_gets_a_new_run_key_and_in_flight_retrain_blocks():
-    drift_a, drift_b = CheckOutcome(False, 10), CheckOutcome(False, 11)
-    perf = CheckOutcome(False, 7)
-    a = retrain_decision(drift_a, CheckOutcome(True, 1), perf, True, False)
-    b = retrain_decision(drift_b, CheckOutcome(True, 1), perf, True, False)
-    assert a.retrain and b.retrain and a.run_key != b.run_key
-    held = retrain_decision(drift_b, CheckOutcome(True, 1), perf, True, retrain_in_flight=True)
-    assert not held.retrain and "already queued or running" in held.reason
-    drift_only = retrain_decision(drift_a, CheckOutcome(True, 1), None, requires_decline=False,
-                                  retrain_in_flight=False)
-    assert drift_only.retrain
+@dg.op
+def crash():
+    raise RuntimeError("worker lost")
+
+
+@dg.asset(name="registered_model", check_specs=[dg.AssetCheckSpec("golden_set_gates", asset="registered_model",
+                                                                  blocking=True)])
+def gated_model():
+    yield dg.MaterializeResult()
+    yield dg.AssetCheckResult(check_name="golden_set_gates", passed=False,
+                              description="absolute_recall: recall 0.5990 < minimum 0.7")
+
+
+def test_a_retrain_that_completed_holds_the_next_one_back_but_a_crashed_one_does_not(sensor):
+    crashed_job = dg.JobDefinition(graph_def=dg.GraphDefinition("retrain", node_defs=[crash]), name="retrain")
+    gated_job = dg.Definitions(assets=[gated_model], jobs=[dg.define_asset_job("retrain", selection=[gated_model])]
+                               ).resolve_job_def("retrain")
+    tags = {sensors.CHAMPION_TAG: "3", sensors.AS_OF_TAG: "2026-02-16"}
+    with dg.instance_for_test() as instance:
+        world(instance, declining=True)
+        assert not crashed_job.execute_in_process(instance=instance, raise_on_error=False, tags=tags).success
+        assert tick(sensor, instance).run_requests, "a run that crashed must not block the next trigger"
+        # A run stopped by a failed blocking gate on registered_model completed its job (the challenger was
+        # refused): asking again tomorrow would ask the same question, so the cooldown applies.
+        assert not gated_job.execute_in_process(instance=instance, raise_on_error=False, tags=tags).success
+        held = tick(sensor, instance)
+        assert not held.run_requests and "cooldown_days 7 (1 so far)" in held.skip_message
 
 
 @dg.op
@@ -98,3 +118,19 @@ def test_failed_run_is_sent_to_the_alert_sink(tmp_path):
     assert a["steps"] == ["explode"]
     assert "disk full while writing partition 2026-01-07" in a["error"]
     assert a["run_url"].endswith(f"/runs/{result.run_id}")
+
+
+def test_runs_executed_in_process_alert_through_the_sensor_tick_as_the_daemon_runs_it(tmp_path):
+    """O2: a run started by the CLI (`ml-assets demo`, `dagster asset materialize`) has no code-location origin;
+    the failure sensor must still see it when the daemon ticks it."""
+    sink = LogFileAlertSink(path=str(tmp_path / "alerts.jsonl"))
+    defs = dg.Definitions(jobs=[doomed], sensors=[alert_on_run_failure], resources={"alerts": sink})
+    sensor = defs.resolve_sensor_def("alert_on_run_failure")
+    with dg.instance_for_test() as instance:
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, sensor_name=sensor.name,
+                                                             definitions=defs, resources=defs.resources))
+        result = doomed.execute_in_process(instance=instance, raise_on_error=False)
+        sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor, sensor_name=sensor.name,
+                                                     definitions=defs, resources=defs.resources))
+    (alert,) = read_alerts(tmp_path / "alerts.jsonl")
+    assert alert["run_id"] == result.run_id and "disk full" in alert["error"]

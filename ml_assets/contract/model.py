@@ -110,16 +110,33 @@ class Slices(_Strict):
 
 class Golden(_Strict):
     version: str
+    # entity: reserved entities over the golden window, training never sees those entities nor those days;
+    # time: every entity over the golden window, training only sees days outside it (for datasets with one or
+    # a handful of entities: a single market, a single sensor).
+    holdout: Literal["entity", "time"] = "entity"
     entity_fraction: float = Field(gt=0, lt=1)
     window_days: int = Field(ge=1)
+    # Tiny days: the window grows backwards, a day at a time, until each class has min_per_class examples, up to
+    # this many days (None: window_days is a hard limit).
+    max_window_days: int | None = Field(default=None, ge=1)
     min_per_class: int = Field(ge=1)
     negatives_per_positive: int = Field(ge=1)
     seed: int = 7
+
+    @model_validator(mode="after")
+    def _window(self) -> Golden:
+        if self.max_window_days is not None and self.max_window_days < self.window_days:
+            raise ValueError(f"max_window_days ({self.max_window_days}) is smaller than window_days "
+                             f"({self.window_days})")
+        return self
 
 
 class Datasets(_Strict):
     golden: Golden
     validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    # Retraining learns from the last N labelled days before the golden window (None: all labelled history), so a
+    # model retrained after drift learns the world as it is now, not as it was on day one.
+    training_window_days: int | None = Field(default=None, ge=1)
 
 
 class Training(_Strict):
@@ -148,18 +165,61 @@ class Gates(_Strict):
 
 
 class Drift(_Strict):
+    """M1, M2, M5, M6: how drift is measured and judged (drift_report)."""
+
     psi_watch: float = 0.1
     psi_act: float = 0.2
+    # M5: a day-to-day jump of PSI >= psi_bug right after a stable day is a step, which points to a bug. It is
+    # judged only when both days hold min_rows rows each: pooled tiny days cannot show a step.
     psi_bug: float = 0.5
     ks_pvalue: float = 0.05
     chi2_pvalue: float = 0.05
+    # Statistics on a few dozen rows are noise: a day with fewer rows is judged together with the days before it,
+    # up to max_window_days; with fewer rows than this even then, the day is not judged.
+    min_rows: int = Field(default=1000, ge=1)
+    max_window_days: int = Field(default=14, ge=1)
+    # Rows of the training set used as the reference (a seeded sample).
+    reference_rows: int = Field(default=20_000, ge=100)
+    # M5: a feature's null rate rising this far above the highest null rate of any reference day is a bug.
+    null_rate_jump: float = Field(default=0.1, gt=0, le=1)
+    # M5: a constant column where the reference varies is a bug only when the reference makes a constant column of
+    # that many rows less likely than this (a category that dominates, on a small day, is constant by chance).
+    constant_probability: float = Field(default=0.001, gt=0, lt=1)
+    # M1: only features with at least this share of the serving model's importance turn drift into 'act'.
+    min_importance: float = Field(default=0.05, ge=0, le=1)
+    # M6: live data this far (PSI on an important feature) from the golden set asks for a new golden version.
+    golden_stale_psi: float = Field(default=0.2, gt=0)
 
 
 class Performance(_Strict):
-    auc_decline: float = 0.005
-    consecutive_windows: int = 2
-    # M4: drift alone does not retrain unless this is false; a real decline must hold too.
-    retrain_requires_decline: bool = True
+    """M3: performance on delayed labels (model_performance)."""
+
+    auc_decline: float = Field(default=0.005, ge=0, le=1)
+    consecutive_windows: int = Field(default=2, ge=1)
+    # A window pools the latest labelled days until it holds this many examples of each class (tiny days),
+    # up to max_window_days; an AUC on fewer decides nothing.
+    min_per_class: int = Field(default=30, ge=1)
+    max_window_days: int = Field(default=30, ge=1)
+    bootstrap_resamples: int = Field(default=200, ge=100)
+
+
+class Retraining(_Strict):
+    """M4, O4: when a retrain is requested (retrain_on_drift)."""
+
+    # decline: a confirmed decline on delayed labels (M3), with or without feature drift — recovers from concept
+    # drift, where feature PSI stays low; drift_and_decline: both (the catalog's M4); drift_or_decline: either.
+    trigger: Literal["decline", "drift_and_decline", "drift_or_decline"] = "decline"
+    # One request per episode of decline/drift; if it did not recover (refused at the gates), the next request
+    # of the same episode comes after this many days, with more data of the new regime.
+    cooldown_days: int = Field(default=7, ge=1)
+    # The golden set is disjoint from training in time, and both come from the newest labelled days: a model
+    # retrained the day a decline is confirmed would learn only the old world. The first retrain of a decline
+    # episode waits until the days labelled since the episode began cover the golden window plus this many days
+    # for training.
+    min_new_days: int = Field(default=5, ge=0)
+    # M6, P1: a retrain asked for by a decline, or by live data that left the golden set, freezes a new golden
+    # version from recent labelled data, so the challenger is judged on the world it will serve.
+    refresh_golden: bool = True
 
 
 class Baseline(_Strict):
@@ -184,6 +244,15 @@ class Thresholds(_Strict):
     drift: Drift = Drift()
     performance: Performance = Performance()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: dict) -> dict:
+        perf = data.get("performance") if isinstance(data, dict) else None
+        if isinstance(perf, dict) and "retrain_requires_decline" in perf:
+            raise ValueError("thresholds.performance.retrain_requires_decline was replaced by retraining.trigger "
+                             "(decline | drift_and_decline | drift_or_decline)")
+        return data
+
 
 class Ingestion(_Strict):
     """D7: how long a flaky landing zone is retried (exponential backoff) before the partition fails."""
@@ -206,6 +275,7 @@ class Contract(_Strict):
     training: Training
     thresholds: Thresholds
     ingestion: Ingestion = Ingestion()
+    retraining: Retraining = Retraining()
 
     @model_validator(mode="after")
     def _references(self) -> Contract:

@@ -14,95 +14,102 @@ from ml_assets.datasets.build import (
     content_hash,
     disjointness,
     golden_pool,
-    labeled_records,
     stratified_golden,
     training_pool,
+)
+from ml_assets.datasets.lake import (
+    GOLDEN_CURRENT,
+    REFRESH_TAG,
+    TRAINING_KEY,
+    TRAINING_MANIFEST,
+    DatasetError,
+    golden_keys,
+    golden_versions,
+    labelled,
+    load_training_by_hash,
+    plan_golden,
+    read_golden,
+    training_version_key,
+    usable_partitions,
+    write_golden,
 )
 from ml_assets.features.assets import source_glob
 from ml_assets.features.store import historical_features
 from ml_assets.ingestion.baseline import compute_baseline, write_baseline
-from ml_assets.ingestion.ingest import IngestionRefused, materialized_partitions, read_partitions, verify_ingested
-from ml_assets.metadata import md_table
+from ml_assets.ingestion.ingest import read_partitions
+from ml_assets.metadata import Outcome, num, table
 from ml_assets.registry.mlflow_registry import IntegrityError
 from ml_assets.registry.promotion import baseline_tags, rebaseline_champion
 from ml_assets.resources import FeastResource, MLflowResource, StorageResource
 from ml_assets.storage import ObjectStore
 
 GROUP = "datasets"
-TRAINING_KEY = "training_set/training_set.parquet"
-TRAINING_MANIFEST = "training_set/manifest.json"
 
-
-def golden_keys(version: str) -> tuple[str, str]:
-    return f"golden_set/{version}/golden_set.parquet", f"golden_set/{version}/manifest.json"
+__all__ = ["TRAINING_KEY", "TRAINING_MANIFEST", "build", "golden_keys", "load_golden", "load_training",
+           "load_training_by_hash", "training_version_key"]
 
 
 def load_golden(store: ObjectStore, contract: Contract) -> tuple[pd.DataFrame, GoldenManifest]:
-    data_key, manifest_key = golden_keys(contract.datasets.golden.version)
-    if not store.exists(manifest_key):
-        raise dg.Failure(f"golden set version {contract.datasets.golden.version} does not exist yet; "
-                         f"materialize golden_set first")
-    manifest = GoldenManifest(**json.loads(store.read_bytes(manifest_key)))
-    return store.read_parquet(data_key), manifest
+    """The golden set in force (the newest frozen version); a Failure when there is none yet."""
+    from ml_assets.datasets.lake import current_golden_version
+
+    try:
+        return read_golden(store, current_golden_version(store, contract))
+    except DatasetError as e:
+        raise dg.Failure(str(e)) from e
 
 
 def load_training(store: ObjectStore) -> tuple[pd.DataFrame, dict]:
     return store.read_parquet(TRAINING_KEY), json.loads(store.read_bytes(TRAINING_MANIFEST))
 
 
-def training_version_key(digest: str) -> str:
-    """Where every training set ever built is kept, by content hash: a model's lineage tag
-    `training_set_hash` finds the exact data it was trained on (T4), also after a rebuild."""
-    return f"training_set/versions/{digest}/training_set.parquet"
-
-
-def load_training_by_hash(store: ObjectStore, digest: str) -> pd.DataFrame | None:
-    """The training data with this content hash, or None when the lake does not hold it."""
-    key = training_version_key(digest)
-    if store.exists(key):
-        return store.read_parquet(key)
-    if store.exists(TRAINING_MANIFEST) and json.loads(store.read_bytes(TRAINING_MANIFEST))["content_hash"] == digest:
-        return store.read_parquet(TRAINING_KEY)
-    return None
-
-
-def _verified(store: ObjectStore, asset: str) -> None:
-    """Training data is built from every ingested partition: refuse if any failed its checks."""
+def _labelled(store: ObjectStore, contract: Contract):
     try:
-        verify_ingested(store, asset, materialized_partitions(store, asset))
-    except IngestionRefused as e:
+        usable = usable_partitions(store)
+        return labelled(store, contract, usable), usable
+    except DatasetError as e:
         raise dg.Failure(str(e), allow_retries=False) from e
-
-
-def _labeled(store: ObjectStore, contract: Contract) -> pd.DataFrame:
-    _verified(store, "raw_transactions")
-    _verified(store, "raw_labels")
-    labels = read_partitions(store, "raw_labels")
-    records = read_partitions(store, "raw_transactions")
-    if labels.empty or records.empty:
-        raise dg.Failure("no labelled records yet: materialize raw_transactions and raw_labels first")
-    return labeled_records(records, labels, contract)
 
 
 def _stats(df: pd.DataFrame, contract: Contract) -> dict:
     pos = int((df[contract.label] == contract.labels.positive).sum())
     return {"rows": len(df), "positives": pos, "negatives": len(df) - pos,
-            "positive_rate": round(pos / max(len(df), 1), 5),
+            "positive_rate": num(pos / max(len(df), 1)),
             "entities": int(df[contract.entity].nunique()),
             "date_from": str(df[contract.timestamp].min().date()), "date_to": str(df[contract.timestamp].max().date())}
 
 
-def _feature_summary(df: pd.DataFrame, contract: Contract) -> dg.MarkdownMetadataValue:
+def _feature_summary(df: pd.DataFrame, contract: Contract) -> dg.TableMetadataValue:
     rows = []
     for name in contract.feature_names:
         col = df[name]
-        if name in contract.categorical_features:
-            rows.append({"feature": name, "null_rate": col.isna().mean(), "distinct": col.nunique(),
-                         "mean": None, "p50": None, "max": None})
-        else:
-            rows.append({"feature": name, "null_rate": col.isna().mean(), "distinct": col.nunique(),
-                         "mean": col.mean(), "p50": col.median(), "max": col.max()})
-    return md_table(pd.DataFrame(rows))
+        numeric = name not in contract.categorical_features
+        rows.append({"feature": name, "null_rate": col.isna().mean(), "distinct": col.nunique(),
+                     "mean": col.mean() if numeric else None, "p50": col.median() if numeric else None,
+                     "max": col.max() if numeric else None})
+    return table(pd.DataFrame(rows))
+
+
+def _freeze_golden(context, store, feast, contract, version: str, reason: str) -> tuple[pd.DataFrame, GoldenManifest]:
+    g = contract.datasets.golden
+    rows, usable = _labelled(store, contract)
+    try:
+        pool, start, end = golden_pool(rows, contract)
+        sampled = stratified_golden(pool, contract, version)
+    except GoldenSetError as e:
+        raise dg.Failure(str(e), allow_retries=False) from e
+    golden = historical_features(feast.get_store(contract, source_glob(store)), sampled, contract)
+    stats = _stats(golden, contract)
+    manifest = GoldenManifest(
+        version=version, window_start=start.isoformat(), window_end=end.isoformat(), entity_fraction=g.entity_fraction,
+        seed=g.seed, rows=stats["rows"], positives=stats["positives"], negatives=stats["negatives"],
+        content_hash=content_hash(golden), created_at=dt.datetime.now(dt.UTC).isoformat(), holdout=g.holdout,
+        base_version=g.version, reason=reason)
+    write_golden(store, golden, manifest)
+    context.log.info("froze golden set %s (%s): %s .. %s, %d rows; excluded days: %s", version, reason, start, end,
+                     len(golden), usable.describe())
+    golden.attrs["golden_scope"] = {"holdout": manifest.holdout, "window": (manifest.window_start, manifest.window_end)}
+    return golden, manifest
 
 
 def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -114,62 +121,59 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         kinds={"feast", "parquet"},
         check_specs=[dg.AssetCheckSpec("class_minimum", asset="golden_set", blocking=True,
                                        description="P1: at least min_per_class examples of each class")],
-        description="Frozen, versioned, stratified evaluation set from reserved entities over the last labelled days. "
-        "Never trained on; rebuilt only when datasets.golden.version changes, next to the older versions; a new "
-        "version re-baselines the current champion on it.",
+        description="Frozen, versioned, stratified evaluation set over the last labelled days (reserved entities, or "
+        "every entity for a time holdout). Never trained on. A new version is frozen when the contract's version "
+        "changes, or by a retrain run that the drift sensor asked to refresh it (a confirmed decline, or live data "
+        "that left the golden set); the current champion is re-baselined on every new version.",
     )
     def golden_set(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource,
                    mlflow: MLflowResource):
         store = lake.get_store()
-        g = contract.datasets.golden
-        data_key, manifest_key = golden_keys(g.version)
-        if store.exists(manifest_key):
-            golden, manifest = load_golden(store, contract)
-            if content_hash(golden) != manifest.content_hash:
-                raise dg.Failure(f"golden set {g.version} at {store.uri(data_key)} no longer matches the hash in its "
-                                 f"manifest; it was modified after it was frozen. Restore it or bump the version.")
-            context.log.info("golden set %s is frozen; reusing it unchanged", g.version)
-            frozen = True
-        else:
-            pool, start, end = golden_pool(_labeled(store, contract), contract)
+        refresh = context.run.tags.get(REFRESH_TAG)
+        latest = None
+        if refresh:
+            rows, _ = _labelled(store, contract)
+            latest = rows[contract.timestamp].max().date().isoformat() if len(rows) else None
+        plan = plan_golden(store, contract, refresh, latest)
+        if plan.action == "reuse":
             try:
-                sampled = stratified_golden(pool, contract)
-            except GoldenSetError as e:
+                golden, manifest = read_golden(store, plan.version)
+            except DatasetError as e:
                 raise dg.Failure(str(e)) from e
-            fs = feast.get_store(contract, source_glob(lake))
-            golden = historical_features(fs, sampled, contract)
-            stats = _stats(golden, contract)
-            manifest = GoldenManifest(
-                version=g.version, window_start=start.isoformat(), window_end=end.isoformat(),
-                entity_fraction=g.entity_fraction, seed=g.seed, rows=stats["rows"], positives=stats["positives"],
-                negatives=stats["negatives"], content_hash=content_hash(golden),
-                created_at=dt.datetime.now(dt.UTC).isoformat(),
-            )
-            store.write_parquet(data_key, golden)
-            store.write_bytes(manifest_key, json.dumps(manifest.to_dict(), indent=2).encode())
-            frozen = False
+            if content_hash(golden) != manifest.content_hash:
+                raise dg.Failure(f"golden set {plan.version} at {store.uri(golden_keys(plan.version)[0])} no longer "
+                                 f"matches the hash in its manifest: it was modified after it was frozen. Restore it "
+                                 f"or bump datasets.golden.version.")
+            store.write_bytes(GOLDEN_CURRENT, json.dumps({"version": manifest.version, "base_version":
+                                                          manifest.base_version or manifest.version,
+                                                          "window_end": manifest.window_end}).encode())
+            context.log.info("golden set %s is frozen; reusing it unchanged (%s)", plan.version, plan.reason)
+        else:
+            golden, manifest = _freeze_golden(context, store, feast, contract, plan.version, plan.reason)
         rebaseline = {}
-        if not frozen:
+        if plan.action == "freeze":
             try:
-                rebaselined = rebaseline_champion(mlflow.registry(), golden, g.version, contract)
-                text = "no champion yet" if rebaselined is None else f"v{rebaselined[0]} on golden {g.version}: " + \
-                    ", ".join(f"{k} {v:.4f}" for k, v in baseline_tags(g.version, rebaselined[1]).items())
+                done = rebaseline_champion(mlflow.registry(), golden, manifest.version, contract)
+                text = "no champion yet" if done is None else f"v{done[0]} on golden {manifest.version}: " + ", ".join(
+                    f"{k} {num(v)}" for k, v in baseline_tags(manifest.version, done[1]).items())
             except IntegrityError as e:  # the golden set stands; the champion's own problem is reported, loudly
-                context.log.error("cannot re-baseline the champion on golden %s: %s", g.version, e)
+                context.log.error("cannot re-baseline the champion on golden %s: %s", manifest.version, e)
                 text = f"refused: {e}"
             rebaseline = {"champion_rebaselined": text}
+        g = contract.datasets.golden
         yield dg.MaterializeResult(metadata={
             "version": manifest.version,
-            "frozen": frozen,
+            "action": "frozen now" if plan.action == "freeze" else "reused (frozen)",
+            "reason": plan.reason,
+            "holdout": manifest.holdout,
             "content_hash": manifest.content_hash,
             "window": f"{manifest.window_start} .. {manifest.window_end}",
-            "entity_fraction": manifest.entity_fraction,
+            "entity_fraction": manifest.entity_fraction if manifest.holdout == "entity" else "every entity (time holdout)",
             "threshold_min_per_class": g.min_per_class,
             **_stats(golden, contract),
             "feature_stats": _feature_summary(golden, contract),
-            "path": dg.MetadataValue.path(store.uri(data_key)),
-            "other_versions": ", ".join(sorted({k.split("/")[1] for k in store.list("golden_set")} - {g.version}))
-            or "none",
+            "path": dg.MetadataValue.path(store.uri(golden_keys(manifest.version)[0])),
+            "other_versions": ", ".join(v for v in golden_versions(store) if v != manifest.version) or "none",
             **rebaseline,
         })
         smallest = min(manifest.positives, manifest.negatives)
@@ -184,31 +188,36 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         kinds={"feast", "parquet"},
         check_specs=[
             dg.AssetCheckSpec("disjoint_from_golden_set", asset="training_set", blocking=True,
-                              description="P1: no entity, record or day of the golden set is in the training set"),
+                              description="P1: no record or day of the golden set (nor, for an entity holdout, any of "
+                                          "its entities) is in the training set"),
             dg.AssetCheckSpec("features_complete", asset="training_set", blocking=True,
                               description="F2: every labelled row found its point-in-time feature row"),
         ],
-        description="Labelled records outside the golden entities and window, with features joined point-in-time "
-        "by Feast (get_historical_features).",
+        description="Labelled records of the last `training_window_days` labelled days outside the golden window (and "
+        "entities), with features joined point-in-time by Feast (get_historical_features). Days whose ingestion "
+        "checks failed or whose drift verdict was a pipeline bug are left out, named.",
     )
     def training_set(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource):
         store = lake.get_store()
         golden, manifest = load_golden(store, contract)
-        pool = training_pool(_labeled(store, contract), manifest, contract)
-        fs = feast.get_store(contract, source_glob(lake))
-        training = historical_features(fs, pool, contract)
+        rows, usable = _labelled(store, contract)
+        pool = training_pool(rows, manifest, contract)
+        if pool.empty:
+            raise dg.Failure(f"no labelled rows outside golden set {manifest.version} ({manifest.window_start} .. "
+                             f"{manifest.window_end}); deliver more days", allow_retries=False)
+        training = historical_features(feast.get_store(contract, source_glob(store)), pool, contract)
         digest = content_hash(training)
         stats = _stats(training, contract)
-        partitions_used = [p for p in materialized_partitions(store, "transaction_features")
-                           if stats["date_from"] <= p <= stats["date_to"]]
+        partitions_used = sorted({str(d) for d in training[contract.timestamp].dt.date.unique()})
         train_manifest = {"content_hash": digest, "golden_version": manifest.version, "partitions": partitions_used,
-                          **stats, "created_at": dt.datetime.now(dt.UTC).isoformat()}
+                          **stats, "excluded_days": usable.excluded,
+                          "training_window_days": contract.datasets.training_window_days,
+                          "created_at": dt.datetime.now(dt.UTC).isoformat()}
         store.write_parquet(TRAINING_KEY, training)
         store.write_parquet(training_version_key(digest), training)
         store.write_bytes(TRAINING_MANIFEST, json.dumps(train_manifest, indent=2).encode())
-        overlap = disjointness(training, golden, contract)
-        disjoint = (overlap["shared_entities"] == 0 and overlap["shared_records"] == 0
-                    and overlap["training_rows_in_golden_window"] == 0)
+        overlap = disjointness(training, golden, contract, manifest.holdout, (manifest.window_start, manifest.window_end))
+        disjoint = overlap["violations"] == 0
         null_rows = int(training[contract.feature_names].isna().any(axis=1).sum())
         baseline_meta = {"baseline_stats": "not updated: a training_set check failed"}
         if disjoint and not null_rows:
@@ -221,14 +230,18 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             "content_hash": digest,
             "golden_version": manifest.version,
             "partitions": f"{partitions_used[0]} .. {partitions_used[-1]} ({len(partitions_used)})",
+            "training_window_days": contract.datasets.training_window_days or "all labelled history",
+            "excluded_days": table(pd.DataFrame([{"day": d, "why": w} for d, w in sorted(usable.excluded.items())],
+                                                columns=["day", "why"])),
             **stats,
             "feature_stats": _feature_summary(training, contract),
             "path": dg.MetadataValue.path(store.uri(TRAINING_KEY)),
             **baseline_meta,
         })
+        outcome = Outcome(disjoint, f"{overlap['violations']} violation(s) of the {manifest.holdout} holdout")
         yield dg.AssetCheckResult(
-            check_name="disjoint_from_golden_set", asset_key="training_set",
-            passed=disjoint,
+            check_name="disjoint_from_golden_set", asset_key="training_set", passed=outcome.passed,
+            description=outcome.description,
             metadata={k: str(v) if isinstance(v, list) else v for k, v in overlap.items()},
         )
         yield dg.AssetCheckResult(

@@ -1,9 +1,18 @@
 """Training and golden sets (F2, P1).
 
-The golden set is frozen: built once per version from a reserved share of entities over
-the last labelled days, and never rebuilt until its version is bumped. The training set
-excludes the golden entities and the golden window, so the two are disjoint in entity
-and in time, and a check proves it on every build.
+The golden set is frozen: built once per version from the last labelled days, and never
+changed afterwards. Two holdouts (contract `datasets.golden.holdout`):
+
+* `entity` — a reserved, hash-chosen share of entities over the golden window; training never
+  sees those entities, nor any day of the golden window (disjoint in entity and in time);
+* `time` — every entity over the golden window; training never sees a day of it (for datasets
+  with one or a handful of entities: a single market, a single sensor).
+
+The window is the last `window_days` labelled days, grown backwards a day at a time (up to
+`max_window_days`) until each class has `min_per_class` examples: tiny days need more of them.
+A check proves the disjointness on every build, and promotion re-verifies it from lineage.
+Training uses the last `training_window_days` labelled days outside the golden window (all of
+them when unset), so a model retrained after drift learns the world as it is now.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ class GoldenManifest:
     negatives: int
     content_hash: str
     created_at: str
+    holdout: str = "entity"
+    base_version: str = ""  # the contract's datasets.golden.version it was frozen under
+    reason: str = ""  # why it was frozen (first version, contract bump, refresh after decline / staleness)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,35 +82,55 @@ def labeled_records(transactions: pd.DataFrame, labels: pd.DataFrame, contract: 
 
 
 def golden_window(labeled: pd.DataFrame, contract: Contract) -> tuple[dt.date, dt.date]:
+    """The last `window_days` labelled days, grown backwards (up to `max_window_days`) until the pool
+    holds `min_per_class` examples of each class; always leaves at least one earlier day for training."""
+    g = contract.datasets.golden
     days = sorted(labeled[contract.timestamp].dt.date.unique())
-    n = contract.datasets.golden.window_days
-    if len(days) < n + 1:
+    if len(days) < g.window_days + 1:
         raise GoldenSetError(
-            f"golden window needs {n} labelled days plus at least one day for training; "
+            f"golden window needs {g.window_days} labelled days plus at least one day for training; "
             f"found {len(days)} labelled days ({days[0] if days else '-'} .. {days[-1] if days else '-'})"
         )
-    return days[-n], days[-1]
+    limit = min(g.max_window_days or g.window_days, len(days) - 1)
+    n = g.window_days
+    while True:
+        start, end = days[-n], days[-1]
+        pool = _golden_rows(labeled, contract, start, end)
+        pos = int((pool[contract.label] == contract.labels.positive).sum())
+        if (pos >= g.min_per_class and len(pool) - pos >= g.min_per_class) or n >= limit:
+            return start, end
+        n += 1
+
+
+def _golden_rows(labeled: pd.DataFrame, contract: Contract, start: dt.date, end: dt.date) -> pd.DataFrame:
+    g = contract.datasets.golden
+    day = labeled[contract.timestamp].dt.date
+    mask = (day >= start) & (day <= end)
+    if g.holdout == "entity":
+        mask &= golden_entities(labeled[contract.entity], g.entity_fraction, g.seed)
+    return labeled[mask]
 
 
 def golden_pool(labeled: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, dt.date, dt.date]:
-    g = contract.datasets.golden
     start, end = golden_window(labeled, contract)
-    day = labeled[contract.timestamp].dt.date
-    mask = golden_entities(labeled[contract.entity], g.entity_fraction, g.seed) & (day >= start) & (day <= end)
-    return labeled[mask].reset_index(drop=True), start, end
+    return _golden_rows(labeled, contract, start, end).reset_index(drop=True), start, end
 
 
-def stratified_golden(pool: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+def stratified_golden(pool: pd.DataFrame, contract: Contract, version: str | None = None) -> pd.DataFrame:
     """Every positive of the pool and `negatives_per_positive` negatives for each, sampled."""
     g = contract.datasets.golden
     pos = pool[pool[contract.label] == contract.labels.positive]
     neg = pool[pool[contract.label] != contract.labels.positive]
     if len(pos) < g.min_per_class or len(neg) < g.min_per_class:
+        where = (f"{g.entity_fraction:.0%} of entities" if g.holdout == "entity" else "every entity")
+        hint = (" With one or a handful of entities, set datasets.golden.holdout: time." if g.holdout == "entity"
+                and pool[contract.entity].nunique() < 20 else "")
         raise GoldenSetError(
-            f"golden set version {g.version} needs at least {g.min_per_class} examples per class; the golden pool "
-            f"({g.entity_fraction:.0%} of entities over the last {g.window_days} labelled days) holds {len(pos)} "
-            f"positives and {len(neg)} negatives. Simulate/deliver more days or entities, or lower "
-            f"datasets.golden.min_per_class in the contract."
+            f"golden set version {version or g.version} needs at least {g.min_per_class} examples per class; the "
+            f"golden pool ({where} over the last {pool[contract.timestamp].dt.date.nunique()} labelled days, "
+            f"max_window_days {g.max_window_days or g.window_days}) holds {len(pos)} positives and {len(neg)} "
+            f"negatives. Deliver more days or entities, raise datasets.golden.max_window_days or lower "
+            f"datasets.golden.min_per_class in the contract.{hint}"
         )
     n_neg = min(len(neg), max(g.min_per_class, len(pos) * g.negatives_per_positive))
     neg = neg.sample(n=n_neg, random_state=np.random.RandomState(g.seed))
@@ -107,23 +139,44 @@ def stratified_golden(pool: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 
 def training_pool(labeled: pd.DataFrame, manifest: GoldenManifest, contract: Contract) -> pd.DataFrame:
-    """Labelled rows outside the golden entities and outside the golden window."""
+    """Labelled rows outside the golden window (and, for an entity holdout, outside the golden entities),
+    from the last `training_window_days` such days."""
     day = labeled[contract.timestamp].dt.date
     in_window = (day >= dt.date.fromisoformat(manifest.window_start)) & (day <= dt.date.fromisoformat(manifest.window_end))
-    reserved = golden_entities(labeled[contract.entity], manifest.entity_fraction, manifest.seed)
-    return labeled[~in_window & ~reserved].reset_index(drop=True)
+    keep = ~in_window
+    if manifest.holdout == "entity":
+        keep &= ~golden_entities(labeled[contract.entity], manifest.entity_fraction, manifest.seed)
+    pool = labeled[keep]
+    n = contract.datasets.training_window_days
+    if n is not None:
+        days = sorted(pool[contract.timestamp].dt.date.unique())[-n:]
+        pool = pool[pool[contract.timestamp].dt.date.isin(days)]
+    return pool.reset_index(drop=True)
 
 
-def disjointness(training: pd.DataFrame, golden: pd.DataFrame, contract: Contract) -> dict:
-    """Overlap between training and golden data, by entity, by record and by time."""
+def disjointness(training: pd.DataFrame, golden: pd.DataFrame, contract: Contract, holdout: str = "entity",
+                 window: tuple[str, str] | None = None) -> dict:
+    """Overlap between training and golden data, by entity, by record and by time.
+
+    `violations` counts what the holdout forbids: shared records and training rows inside the golden
+    window always; shared entities too for an entity holdout (a time holdout shares them by design).
+    `window` is the golden window (first, last day); by default the golden set's own time span.
+    """
     shared_entities = set(training[contract.entity]) & set(golden[contract.entity])
     shared_records = set(training[contract.record_id]) & set(golden[contract.record_id])
-    g_start, g_end = golden[contract.timestamp].min(), golden[contract.timestamp].max()
+    if window is not None:
+        g_start = pd.Timestamp(window[0], tz="UTC")
+        g_end = pd.Timestamp(window[1], tz="UTC")
+    else:
+        g_start, g_end = golden[contract.timestamp].min().normalize(), golden[contract.timestamp].max().normalize()
     t = training[contract.timestamp]
-    in_golden_time = int(((t >= g_start.normalize()) & (t < g_end.normalize() + pd.Timedelta(days=1))).sum())
+    in_golden_time = int(((t >= g_start) & (t < g_end + pd.Timedelta(days=1))).sum())
+    violations = len(shared_records) + in_golden_time + (len(shared_entities) if holdout == "entity" else 0)
     return {
+        "holdout": holdout,
         "shared_entities": len(shared_entities),
         "shared_records": len(shared_records),
         "training_rows_in_golden_window": in_golden_time,
-        "examples": sorted(shared_entities)[:5],
+        "violations": violations,
+        "examples": sorted(shared_entities)[:5] if holdout == "entity" else [],
     }

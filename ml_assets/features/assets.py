@@ -21,13 +21,16 @@ from ml_assets.ingestion.ingest import (
 )
 from ml_assets.metadata import md_table
 from ml_assets.resources import FeastResource, StorageResource
+from ml_assets.storage import ObjectStore
 
 GROUP = "features"
 ASSET = "transaction_features"
 
 
-def source_glob(lake: StorageResource) -> str:
-    return lake.get_store().uri(ASSET) + "/*.parquet"
+def source_glob(lake: StorageResource | ObjectStore) -> str:
+    """Feast's offline source: every partition file of transaction_features."""
+    store = lake.get_store() if isinstance(lake, StorageResource) else lake
+    return store.uri(ASSET) + "/*.parquet"
 
 
 def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:

@@ -12,7 +12,10 @@ import pandas as pd
 
 from ml_assets.contract import Contract
 from ml_assets.datasets.assets import TRAINING_MANIFEST, load_golden, load_training_by_hash
-from ml_assets.metadata import md_table
+from ml_assets.metadata import md_table, table
+from ml_assets.registry.importance import IMPORTANCE_TAG, permutation_importance
+from ml_assets.registry.importance import shares as importance_shares
+from ml_assets.registry.importance import to_tag as importance_tag
 from ml_assets.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -72,6 +75,21 @@ def _check_results(decision: Decision, contract: Contract) -> list[dg.AssetCheck
             passed, meta = False, {"reasons": "not evaluated: " + " | ".join(decision.reasons)}
         out.append(dg.AssetCheckResult(check_name=name, asset_key="registered_model", passed=passed, metadata=meta))
     return out
+
+
+def _record_importance(registry, version: str, golden: pd.DataFrame, contract: Contract) -> dict:
+    """M1: permutation importance on the golden set, recorded on the version (drift_report weighs by it)."""
+    try:
+        model, _ = registry.load_verified(version)
+    except IntegrityError:
+        return {"feature_importance": "not computed: the artifact failed its integrity check"}
+    y = (golden[contract.label] == contract.labels.positive).astype(int).to_numpy()
+    raw = permutation_importance(model, golden, contract.feature_names, y)
+    registry.tag_version(version, {IMPORTANCE_TAG: importance_tag(raw)})
+    share = importance_shares(raw)
+    rows = sorted(({"feature": f, "auc_drop_when_shuffled": raw[f], "share": share[f]} for f in raw),
+                  key=lambda r: -r["share"])
+    return {"feature_importance": table(pd.DataFrame(rows))}
 
 
 def build(contract: Contract) -> list[dg.AssetsDefinition]:
@@ -141,6 +159,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
                           training_data=lambda digest: load_training_by_hash(store, digest), log=context.log.error)
         golden_metrics = baseline_tags(golden_manifest.version, decision.challenger_metrics)
         registry.tag_version(ref.version, golden_metrics)
+        importance = _record_importance(registry, ref.version, golden, contract)
         yield dg.MaterializeResult(metadata={
             "model_name": ref.name,
             "version": ref.version,
@@ -151,6 +170,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             **{k: str(v) for k, v in tags.items()},
             **golden_metrics,
             **_decision_metadata(decision),
+            **importance,
         })
         yield from _check_results(decision, contract)
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ml_assets.contract import Contract
 from ml_assets.datasets.build import content_hash, disjointness
-from ml_assets.monitoring.performance import classification_metrics
+from ml_assets.monitoring.performance import bootstrap_metric, classification_metrics, roc_auc
 from ml_assets.registry.gates import (
     GateResult,
     absolute_gates,
@@ -36,7 +36,7 @@ from ml_assets.registry.gates import (
 )
 from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, IntegrityError, ModelRef, Registry
 
-GOLDEN_METRICS = ("roc_auc", "average_precision", "precision", "recall", "f1")
+GOLDEN_METRICS = ("roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "average_precision", "precision", "recall", "f1")
 TrainingLookup = Callable[[str], "pd.DataFrame | None"]
 """Training data by its content hash (the model's `training_set_hash` lineage tag), or None when unknown."""
 
@@ -129,7 +129,14 @@ def evaluate(model: Any, version: str, golden: pd.DataFrame, contract: Contract)
     out = model.predict(golden[contract.feature_names])
     scores = out["score"].to_numpy(dtype=float)
     threshold = float(model.unwrap_python_model().threshold)
-    return Evaluation(version, scores, threshold, classification_metrics(_labels(golden, contract), scores, threshold))
+    y = _labels(golden, contract)
+    metrics = classification_metrics(y, scores, threshold)
+    if metrics["roc_auc"] is not None:
+        # M3 judges live AUC against the lower end of this interval, so a lucky golden AUC cannot make
+        # stable data look like a decline.
+        ci = bootstrap_metric(y, scores, roc_auc, n_resamples=contract.thresholds.performance.bootstrap_resamples, seed=0)
+        metrics.update(roc_auc_ci_low=ci.low, roc_auc_ci_high=ci.high)
+    return Evaluation(version, scores, threshold, metrics)
 
 
 def _labels(golden: pd.DataFrame, contract: Contract) -> np.ndarray:
@@ -198,8 +205,9 @@ def disjointness_gate(ref: ModelRef, training_data: TrainingLookup | None, golde
         return GateResult("golden_set_disjoint", False, None, 0.0,
                           f"{where} stored under hash {digest[:12]} now hashes to {actual[:12]}: it was modified, so it "
                           f"no longer proves anything about what v{ref.version} saw")
-    overlap = disjointness(training, golden, contract)
-    shared = overlap["shared_entities"] + overlap["shared_records"] + overlap["training_rows_in_golden_window"]
+    scope = golden.attrs.get("golden_scope", {})
+    overlap = disjointness(training, golden, contract, scope.get("holdout", "entity"), scope.get("window"))
+    shared = overlap["violations"]
     detail = (f"{where} (training_set {digest[:12]}, {len(training)} rows) vs golden set {golden_version}: "
               f"{overlap['shared_entities']} shared {contract.entity} values"
               + (f" (e.g. {', '.join(map(str, overlap['examples']))})" if overlap["examples"] else "")

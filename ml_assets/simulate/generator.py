@@ -33,17 +33,24 @@ FOREIGN_RISKY = ["NG", "RU", "CN", "BR", "IN"]
 AGE_BANDS = ["18-29", "30-44", "45-64", "65+"]
 AGE_P = [0.25, 0.3, 0.3, 0.15]
 
-# Each scenario affects every day from `scenario_start_day` on, deterministically:
-#   drift              amounts x1.8 and more online spending: the world changed (M1)
+# Each scenario affects the days from `scenario_start_day` on (for `scenario_days` days, or to the end),
+# deterministically:
+#   drift              the world changes, gradually over `ramp_days`: customers spend more and more online
+#                      (covariate drift, M1) and fraudsters switch to a new pattern the old model was never shown
+#                      (concept drift, M3): small domestic ATM and in-store withdrawals at night
+#   covariate_drift    only the spending shift: the inputs move, the fraud pattern (and the model's quality) holds
+#   concept_drift      only the new fraud pattern: P(fraud | inputs) changes while the inputs barely move
 #   schema_break       the `amount` column is renamed `amount_usd` (D1: file-level failure)
 #   null_spike         a fifth of `merchant_category` values are empty (D1 quarantine, D2 null rates)
 #   out_of_range       amounts delivered in cents instead of units (D2: far outside the baseline)
 #   stale_source       the upstream stops delivering: no transaction or label files (D3, D7)
 #   duplicate_delivery the last good day's file is re-delivered under each new day's name (D5)
 #   corrupt_file       the file is cut off mid-row, as by an interrupted upload (D1)
-SCENARIOS = ("none", "drift", "schema_break", "null_spike", "out_of_range", "stale_source", "duplicate_delivery",
-             "corrupt_file")
+SCENARIOS = ("none", "drift", "covariate_drift", "concept_drift", "schema_break", "null_spike", "out_of_range",
+             "stale_source", "duplicate_delivery", "corrupt_file")
+DRIFT_SCENARIOS = ("drift", "covariate_drift", "concept_drift")
 NULL_SPIKE_SHARE = 0.2
+NEW_FRAUD_SHARE = 0.7  # concept drift at full size: share of compromised cards emptied the new way
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class SimulationConfig:
     seed: int = 2026
     scenario: str = "none"
     scenario_start_day: int = 20  # first simulated day (0-based) the scenario affects
+    scenario_days: int | None = None  # how many days it lasts (None: to the end)
+    ramp_days: int = 7  # drift scenarios: days from the first sign of change to its full size (0: abrupt)
     file_format: str = "csv"
     extra: dict = field(default_factory=dict)
 
@@ -85,18 +94,34 @@ def _cards(rng: np.random.Generator, n: int) -> pd.DataFrame:
     )
 
 
+def affects(cfg: SimulationConfig, day_index: int) -> bool:
+    """Whether the scenario is active on this day."""
+    if cfg.scenario == "none" or day_index < cfg.scenario_start_day:
+        return False
+    return cfg.scenario_days is None or day_index < cfg.scenario_start_day + cfg.scenario_days
+
+
+def drift_level(cfg: SimulationConfig, day_index: int) -> tuple[float, float]:
+    """(covariate, concept) size of the change on this day, each in [0, 1]: 0 before the scenario, growing
+    linearly over `ramp_days`, 1 after (a step when ramp_days is 0)."""
+    if cfg.scenario not in DRIFT_SCENARIOS or not affects(cfg, day_index):
+        return 0.0, 0.0
+    level = min(1.0, (day_index - cfg.scenario_start_day + 1) / max(cfg.ramp_days, 1))
+    return (level if cfg.scenario in ("drift", "covariate_drift") else 0.0,
+            level if cfg.scenario in ("drift", "concept_drift") else 0.0)
+
+
 def _day(rng: np.random.Generator, cards: pd.DataFrame, day: dt.date, cfg: SimulationConfig, day_index: int) -> pd.DataFrame:
-    drift = cfg.scenario == "drift" and day_index >= cfg.scenario_start_day
+    covariate, concept = drift_level(cfg, day_index)
     n_cards = len(cards)
     rate = cards["rate"].to_numpy() * cfg.tx_per_card_per_day
     counts = rng.poisson(rate)
     idx = np.repeat(np.arange(n_cards), counts)
     n = len(idx)
     merchant = rng.choice(len(MERCHANTS), size=n, p=LEGIT_MERCHANT_P)
-    amount_scale = 1.8 if drift else 1.0
-    amount = MERCHANT_MEDIAN_AMOUNT[merchant] * amount_scale * rng.lognormal(0.0, 0.6, size=n)
-    channel_p = [0.45, 0.5, 0.05] if drift else [0.7, 0.25, 0.05]
-    channel = rng.choice(3, size=n, p=channel_p)
+    amount = MERCHANT_MEDIAN_AMOUNT[merchant] * (1.0 + 0.8 * covariate) * rng.lognormal(0.0, 0.6, size=n)
+    moved = 0.25 * covariate  # customers move their spending online
+    channel = rng.choice(3, size=n, p=[0.7 - moved, 0.25 + moved, 0.05])
     home = cards["home_country"].to_numpy()[idx]
     travels = rng.random(n) < 0.02
     country = np.where(travels, rng.choice(HOME_COUNTRIES + FOREIGN_RISKY, size=n), home)
@@ -133,6 +158,20 @@ def _day(rng: np.random.Generator, cards: pd.DataFrame, day: dt.date, cfg: Simul
     f_channel = np.where(stealthy, 0, rng.choice(3, size=m, p=[0.1, 0.75, 0.15]))
     f_home = cards["home_country"].to_numpy()[f_idx]
     f_country = np.where(stealthy | (rng.random(m) < 0.25), f_home, rng.choice(FOREIGN_RISKY, size=m))
+    # Concept drift: a growing share of compromised cards is emptied the new way — small domestic cash
+    # withdrawals and in-store purchases in the small hours. Nothing the old model keyed on (high amounts,
+    # online, foreign, electronics) is there; hour of day, channel and the burst counts still give it away.
+    new_way = np.repeat(rng.random(len(compromised)) < NEW_FRAUD_SHARE * concept, bursts)
+    if new_way.any():
+        k = int(new_way.sum())
+        night = np.repeat(rng.integers(0, 4 * 3600, size=len(compromised)), bursts)[new_way]
+        # Mostly at night, but a quarter of these bursts happen in the daytime, as ordinary spending does.
+        night = np.where(rng.random(k) < 0.75, night, night + 10 * 3600)
+        f_seconds[new_way] = night + rng.integers(0, 3600, size=k)
+        f_merchant[new_way] = rng.choice([0, 1, 3], size=k, p=[0.5, 0.3, 0.2])  # grocery, fuel, retail
+        f_amount[new_way] = 20 * rng.lognormal(0.0, 0.5, size=k)
+        f_channel[new_way] = rng.choice([0, 2], size=k, p=[0.4, 0.6])  # in store, ATM
+        f_country[new_way] = f_home[new_way]
     fraud = pd.DataFrame(
         {
             "card_idx": f_idx,
@@ -208,7 +247,7 @@ def simulate(landing_dir: str | Path, cfg: SimulationConfig = SimulationConfig()
         day_seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{day.isoformat()}".encode()).digest()[:8], "little")
         df = _day(np.random.default_rng(day_seed), cards, day, cfg, i)
         frames[day] = df[["transaction_id", "is_fraud"]]
-        affected = i >= cfg.scenario_start_day
+        affected = affects(cfg, i) and cfg.scenario not in DRIFT_SCENARIOS
         if affected and cfg.scenario == "stale_source":
             continue
         target = landing / "transactions" / day.isoformat()
@@ -231,7 +270,7 @@ def simulate(landing_dir: str | Path, cfg: SimulationConfig = SimulationConfig()
             last_good = path
         tx_files.append(path)
     for i, day in enumerate(days):
-        if cfg.scenario == "stale_source" and i >= cfg.scenario_start_day:
+        if cfg.scenario == "stale_source" and affects(cfg, i):
             continue
         event_day = day - dt.timedelta(days=cfg.label_delay_days)
         labels = frames.get(event_day, pd.DataFrame({"transaction_id": pd.Series(dtype=str), "is_fraud": pd.Series(dtype=int)}))
