@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ml_assets import console
 from ml_assets.settings import Settings, current_settings
 
 
@@ -88,6 +89,7 @@ def run_graph(settings: Settings, first: str | None = None, last: str | None = N
             tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
                   "ml_assets/trigger": "demo"},
             raise_on_error=False,
+            run_config=console.run_config(log_path(settings, "demo")),
         )
     return result, first, last
 
@@ -195,6 +197,11 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
+def log_path(settings: Settings, what: str) -> Path:
+    """Where a CLI-started run's full log goes (the console shows progress only)."""
+    return settings.home / "logs" / f"{what}.log"
+
+
 def run_replay(settings: Settings, source: Path, bootstrap_days: int, days: int | None = None, instance=None,
                log=print) -> list:
     """Play the days of `source` through the real Dagster machinery (see ml_assets.replay); returns the lines."""
@@ -215,7 +222,7 @@ def run_replay(settings: Settings, source: Path, bootstrap_days: int, days: int 
                         (settings.mlflow_dir / "artifacts").as_uri())
     with (contextlib.nullcontext(instance) if instance else dg.DagsterInstance.get()) as instance:
         r = make_replay(defs, instance, contract, source, settings.landing_dir, settings.lake_dir, registry,
-                        settings.alerts_path)
+                        settings.alerts_path, log_path(settings, "replay"))
         available = r.source_days()
         if len(available) <= bootstrap_days:
             raise ReplayError(f"{len(available)} days of files under {source / contract.records.dir}, but "
@@ -356,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dagster_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_dev)
     args = parser.parse_args(argv)
+    if args.command in ("demo", "replay"):
+        console.quiet_libraries(log_path(current_settings(), args.command))
     return args.fn(args)
 
 

@@ -8,6 +8,7 @@ import warnings
 import dagster as dg
 
 from ml_assets import orchestration
+from ml_assets.console import LOGGERS
 from ml_assets.contract import Contract, load_contract
 from ml_assets.datasets import assets as datasets
 from ml_assets.features import assets as features
@@ -160,6 +161,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                  orchestration.build_freshness_alerts(FRESHNESS_GOVERNED), orchestration.automation],
         resources=RESOURCES[settings.env](settings, contract),
         executor=executor_for(settings.env),
+        loggers=LOGGERS,
     )
 
 

@@ -29,8 +29,10 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from ml_assets import console
 from ml_assets.contract import Contract
 from ml_assets.ingestion.validate import SUPPORTED_FORMATS
+from ml_assets.metadata import table
 from ml_assets.monitoring import lake as mlake
 from ml_assets.monitoring.performance import roc_auc
 from ml_assets.monitoring.scoring import load_verified, score
@@ -105,6 +107,7 @@ class Replay:
     lake: ObjectStore
     registry: Registry
     alerts_path: Path
+    log_path: Path
     cursors: dict[str, str | None] = field(default_factory=dict)
     frozen_version: str | None = None
     lines: list[DayLine] = field(default_factory=list)
@@ -133,7 +136,8 @@ class Replay:
             self.defs.resolve_implicit_global_asset_job_def().get_subset(
                 asset_selection={dg.AssetKey(a) for a in asset_selection})
         return job.execute_in_process(instance=self.instance, partition_key=partition_key,
-                                      tags={REPLAY_TAG: "true", **tags}, raise_on_error=False)
+                                      tags={REPLAY_TAG: "true", **tags}, raise_on_error=False,
+                                      run_config=console.run_config(self.log_path, steps=False))
 
     def schedule_tick(self, day: str) -> list[dg.RunRequest]:
         """The daily_ingest schedule's tick for the morning after `day`."""
@@ -291,6 +295,16 @@ def write_timeline(r: Replay) -> tuple[str, str]:
     frame = pd.DataFrame([asdict(line) for line in r.lines])
     r.lake.write_bytes(TIMELINE_CSV, frame.to_csv(index=False).encode())
     r.lake.write_bytes(TIMELINE_PNG, plot_timeline(frame))
+    events = frame[(frame["sensor"] == "requested") | (frame["run"] != "success") | (frame["alerts"] > 0)]
+    # Linked from the asset a person looks at for performance, so the story is one click away in the UI.
+    r.instance.report_runless_asset_event(dg.AssetObservation(asset_key="model_performance", metadata={
+        "replay_days": f"{frame['day'].iloc[0]} .. {frame['day'].iloc[-1]} ({len(frame)})" if len(frame) else "none",
+        "replay_retrains": int((frame["sensor"] == "requested").sum()),
+        "replay_timeline_plot": dg.MetadataValue.path(r.lake.uri(TIMELINE_PNG)),
+        "replay_timeline_csv": dg.MetadataValue.path(r.lake.uri(TIMELINE_CSV)),
+        "replay_events": table(events[["day", "run", "drift_status", "sensor", "sensor_reason", "retrain_outcome",
+                                       "failed_gates", "champion", "alerts"]]),
+    }))
     return r.lake.uri(TIMELINE_CSV), r.lake.uri(TIMELINE_PNG)
 
 
@@ -306,7 +320,7 @@ def plot_timeline(frame: pd.DataFrame) -> bytes:
     for col in ("auc", "auc_ci_low", "auc_ci_high", "frozen_day_auc", "day_auc", "max_psi"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     days = pd.to_datetime(frame["day"])
-    fig, ax = plt.subplots(figsize=(11, 4.8), dpi=100)
+    fig, ax = plt.subplots(figsize=(11, 5.4), dpi=100)
     have = frame["auc"].notna()
     ax.fill_between(days[have], frame.loc[have, "auc_ci_low"], frame.loc[have, "auc_ci_high"], color="tab:blue",
                     alpha=0.15, label="champion AUC 95% CI (pooled window)")
@@ -330,10 +344,11 @@ def plot_timeline(frame: pd.DataFrame) -> bytes:
         ax.scatter(days[decline], np.full(decline.sum(), 0.06), marker="v", color="tab:purple",
                    label="decline confirmed", transform=ax.get_xaxis_transform())
     ax.set_ylabel("ROC AUC on delayed labels")
+    ax.set_xlabel("day the labels arrived (they judge the scores of label delay days before)")
     ax.set_ylim(max(0.0, float(np.nanmin(frame[["auc", "frozen_day_auc"]].to_numpy(dtype=float), initial=1)) - 0.1),
                 1.0)
     ax.set_title("ml_assets replay: delayed-label AUC, drift verdicts, retrains and promotions")
-    ax.legend(loc="lower left", fontsize=8, ncol=2)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=3, frameon=False)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -344,14 +359,14 @@ def plot_timeline(frame: pd.DataFrame) -> bytes:
 
 
 def make_replay(defs: dg.Definitions, instance: dg.DagsterInstance, contract: Contract, source: Path, landing: Path,
-                lake_dir: Path, registry: Registry, alerts_path: Path) -> Replay:
+                lake_dir: Path, registry: Registry, alerts_path: Path, log_path: Path) -> Replay:
     if not (source / contract.records.dir).is_dir():
         raise ReplayError(f"no {contract.records.dir}/ under {source}: expected <YYYY-MM-DD>.csv (or .parquet) files "
                           f"per day there and in {contract.labels.dir}/")
     if source.resolve() == landing.resolve():
         raise ReplayError(f"the replay's source {source} is the landing zone itself; point --source at a directory "
                           f"of dated files outside {landing}")
-    return Replay(defs, instance, contract, source, landing, LocalStore(lake_dir), registry, alerts_path)
+    return Replay(defs, instance, contract, source, landing, LocalStore(lake_dir), registry, alerts_path, log_path)
 
 
 def reset_home(home: Path) -> None:

@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+import json
 import math
 import time
 
@@ -10,21 +11,21 @@ import pandas as pd
 
 from ml_assets.contract import Contract
 from ml_assets.features.compute import compute_features, max_window
+from ml_assets.features.history import partition_verdicts, refusals
 from ml_assets.features.online import online_offline_mismatches
 from ml_assets.features.store import FEATURE_VIEW
 from ml_assets.ingestion.ingest import (
-    IngestionRefused,
     lake_key,
     materialized_partitions,
     read_partitions,
-    verify_ingested,
 )
-from ml_assets.metadata import md_table
+from ml_assets.metadata import Outcome, partition_metadata, partitioned_check
 from ml_assets.resources import FeastResource, StorageResource
 from ml_assets.storage import ObjectStore
 
 GROUP = "features"
 ASSET = "transaction_features"
+HISTORY = "feature_history/{day}.json"  # the history days a partition's windowed features were computed from
 
 
 def source_glob(lake: StorageResource | ObjectStore) -> str:
@@ -45,9 +46,9 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             start_offset=-history_days, end_offset=0, allow_nonexistent_upstream_partitions=True))],
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
-            dg.AssetCheckSpec("completeness", asset=ASSET, blocking=True,
+            dg.AssetCheckSpec("completeness", asset=ASSET, blocking=True, partitions_def=partitions,
                               description="D4: active entities of the day that have features"),
-            dg.AssetCheckSpec("feature_nulls", asset=ASSET, blocking=True,
+            dg.AssetCheckSpec("feature_nulls", asset=ASSET, blocking=True, partitions_def=partitions,
                               description="no declared feature is null above the contract's null-rate limit"),
         ],
         description="Declared features per record (passthrough, derived, per-entity windowed aggregates); "
@@ -55,49 +56,55 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
     )
     def transaction_features(context: dg.AssetExecutionContext, lake: StorageResource):
         store = lake.get_store()
-        rows, per_partition, completeness, null_rates = 0, [], {}, {}
+        rows, completeness, nulls = 0, {}, {}
         for pk in context.partition_keys:
             day = dt.date.fromisoformat(pk)
             window = [(day - dt.timedelta(days=i)).isoformat() for i in range(history_days, -1, -1)]
-            # Blocking checks stop this step only inside the run that ingested the data; a later
-            # run must not consume a partition whose ingestion checks failed, so re-verify here.
-            try:
-                verify_ingested(store, "raw_transactions", window)
-            except IngestionRefused as e:
-                raise dg.Failure(f"transaction_features {pk}: {e}", allow_retries=False) from e
-            records = read_partitions(store, "raw_transactions", window)
+            # Blocking checks stop this step only inside the run that ingested the data; a later run must not
+            # consume a partition whose ingestion checks failed, so re-verify here. The day itself must have
+            # passed; a failed day in the history is left out (named in the metadata) rather than halting every
+            # day after it for the length of the window.
+            verdicts = partition_verdicts(store, "raw_transactions", window)
+            refused = refusals(verdicts, [pk])
+            if refused:
+                raise dg.Failure(f"transaction_features {pk}: refusing to consume partitions that did not pass "
+                                 f"ingestion: {'; '.join(w.removeprefix('TAMPERED ') for w in refused)}. Fix the "
+                                 f"delivery and re-materialize those partitions of raw_transactions first.",
+                                 allow_retries=False)
+            excluded = {p: why for p, why in verdicts.items() if why}
+            records = read_partitions(store, "raw_transactions", [p for p in window if verdicts.get(p, "") is None])
             todays = records[pd.to_datetime(records[contract.timestamp], utc=True).dt.date == day] if len(records) else records
             if todays.empty:
                 raise dg.Failure(f"raw_transactions has no rows for {pk}: materialize it first; features are not "
                                  f"computed from missing data")
             feats = compute_features(records, contract, day)
             sha = store.write_parquet(lake_key(ASSET, pk), feats)
+            store.write_bytes(HISTORY.format(day=pk), json.dumps({"excluded": excluded}).encode())
             active = set(todays[contract.entity])
             covered = len(active & set(feats[contract.entity])) / len(active)
-            completeness[pk] = covered
-            null_rates[pk] = float(feats[contract.feature_names].isna().mean().max())
+            null_rate = float(feats[contract.feature_names].isna().mean().max())
             rows += len(feats)
-            per_partition.append({"partition": pk, "rows": len(feats), "entities": feats[contract.entity].nunique(),
-                                  "completeness": covered, "history_partitions": len(window), "sha256": sha[:12]})
+            completeness[pk] = Outcome(covered >= contract.thresholds.completeness_min,
+                                       f"{covered:.2%} of {len(active)} active entities have features (limit "
+                                       f"{contract.thresholds.completeness_min:.2%})")
+            nulls[pk] = Outcome(null_rate <= contract.thresholds.null_rate_max,
+                                f"highest feature null rate {null_rate:.2%} (limit {contract.thresholds.null_rate_max:.2%})")
+            partition_metadata(context, pk, {
+                "rows": len(feats), "entities": int(feats[contract.entity].nunique()), "completeness": covered,
+                "max_feature_null_rate": null_rate, "history_days_read": len(window) - len(excluded),
+                "history_excluded": "; ".join(excluded.values()) or "none", "sha256": sha})
         yield dg.MaterializeResult(metadata={
             "rows": rows,
             "features": ", ".join(contract.feature_names),
             "feature_count": len(contract.feature_names),
             "feast_feature_view": FEATURE_VIEW,
             "offline_source": source_glob(lake),
-            "per_partition": md_table(pd.DataFrame(per_partition)),
+            "history_days": history_days,
         })
-        worst = min(completeness, key=completeness.get)
-        limit = contract.thresholds.completeness_min
-        yield dg.AssetCheckResult(check_name="completeness", asset_key=ASSET, passed=completeness[worst] >= limit,
-                                  metadata={"min_completeness": completeness[worst], "partition": worst,
-                                            "threshold": limit})
-        worst_null = max(null_rates, key=null_rates.get)
-        nlimit = contract.thresholds.null_rate_max
-        yield dg.AssetCheckResult(check_name="feature_nulls", asset_key=ASSET,
-                                  passed=null_rates[worst_null] <= nlimit,
-                                  metadata={"max_feature_null_rate": null_rates[worst_null],
-                                            "partition": worst_null, "threshold": nlimit})
+        yield from partitioned_check(context, ASSET, "completeness", completeness,
+                                     metadata={"threshold": contract.thresholds.completeness_min})
+        yield from partitioned_check(context, ASSET, "feature_nulls", nulls,
+                                     metadata={"threshold": contract.thresholds.null_rate_max})
 
     @dg.asset(
         group_name=GROUP,

@@ -113,6 +113,10 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             verdict = judge_day(pk, frames, reference, thresholds, d.max_window_days, contract.first_complete_day,
                                 importance, golden_ref, d.golden_stale_psi, ref_scores,
                                 mlake.window_scores(store, list(frames)), threshold)
+            history = mlake.feature_history(store, pk)
+            if history:
+                verdict.reasons.append("windowed features computed without history that failed ingestion: "
+                                       + "; ".join(history.values()))
             record = {**verdict.record(), "champion_version": version, "training_set_hash": training_hash,
                       "golden_version": manifest.version}
             store.write_bytes(mlake.VERDICT.format(day=pk), json.dumps(record, indent=2, default=str).encode())

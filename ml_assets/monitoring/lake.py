@@ -119,3 +119,9 @@ def previous_states(store: ObjectStore, partition: str, days: int) -> list[dict]
 def read_verdict(store: ObjectStore, day: str) -> dict | None:
     key = VERDICT.format(day=day)
     return json.loads(store.read_bytes(key)) if store.exists(key) else None
+
+
+def feature_history(store: ObjectStore, day: str) -> dict[str, str]:
+    """History days left out of a feature partition's windows (they failed ingestion), with why."""
+    key = f"feature_history/{day}.json"
+    return json.loads(store.read_bytes(key)).get("excluded", {}) if store.exists(key) else {}

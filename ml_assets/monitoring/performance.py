@@ -209,7 +209,7 @@ class DeclineState:
     does not make stable data look like a decline). A decline is *confirmed* when `consecutive`
     disjoint windows in a row are below. Once confirmed, the episode stays open — even if the
     golden set is refreshed and the champion re-baselined lower — until a new model serves or
-    the live AUC is back (CI reaching the episode's reference), so a retrain that was refused is
+    the live AUC is back (its whole CI at the episode's reference), so a retrain that was refused is
     asked for again after the cooldown.
     """
 
@@ -240,9 +240,11 @@ def decline_state(window: WindowResult, reference_low: float | None, previous: l
         "declining") else None
     if open_episode is not None:
         ref = float(open_episode["episode_reference"])
-        if window.auc_ci_high >= ref - auc_decline:
+        # Closed only on evidence that the AUC is back (the whole CI at the reference), not because one noisy
+        # window merely failed to be confidently below it.
+        if window.auc_ci_low >= ref - auc_decline:
             return DeclineState(False, 0, False, None, None,
-                                f"recovered: AUC CI [{window.auc_ci_low:.4f}, {window.auc_ci_high:.4f}] reaches the "
+                                f"recovered: AUC CI [{window.auc_ci_low:.4f}, {window.auc_ci_high:.4f}] is back at the "
                                 f"episode's reference {ref:.4f} - {auc_decline}")
         return DeclineState(True, int(open_episode.get("below_streak", consecutive)) + 1, True,
                             open_episode["episode_start"], ref,

@@ -114,7 +114,11 @@ def test_an_open_decline_stays_open_after_re_baselining_until_the_auc_is_back():
     # A new golden version re-baselined the champion low (reference CI-low 0.70): the episode still stands.
     still = judged(states, evaluate_window([labelled(2, rng, signal=1.0)], 30, 200), reference_low=0.70)
     assert still.declining and still.episode_reference == pytest.approx(0.95)
-    back = judged(states, evaluate_window([labelled(3, rng, signal=4.0)], 30, 200), reference_low=0.70)
+    # A noisy window that is merely not confidently below (its CI straddles the reference) does not close it.
+    straddling = evaluate_window([labelled(3, np.random.default_rng(0), n=600, signal=2.4)], 30, 200)
+    assert straddling.auc_ci_low < 0.95 - 0.005 <= straddling.auc_ci_high, straddling
+    assert judged(states, straddling, reference_low=0.70).declining
+    back = judged(states, evaluate_window([labelled(4, rng, signal=4.0)], 30, 200), reference_low=0.70)
     assert not back.declining and "recovered" in back.reason
 
 
