@@ -129,10 +129,39 @@ def registry_state(settings, contract) -> dict:
     return out
 
 
+def version_auc(settings, contract, version: str, first: str) -> list[dict]:
+    """Delayed-label ROC AUC that registered `version` would have had on each labelled day from
+    `first` on (e.g. the frozen champion after a promotion), from the same features and labels."""
+    from ml_assets.ingestion.ingest import lake_key, read_partitions
+    from ml_assets.monitoring.performance import roc_auc
+    from ml_assets.registry.mlflow_registry import Registry
+    from ml_assets.storage import LocalStore
+
+    store = LocalStore(settings.lake_dir)
+    model, _ = Registry(settings.mlflow_tracking_uri, f"{contract.name}_model", contract.name).load_verified(version)
+    labels = read_partitions(store, "raw_labels")
+    out = []
+    for key in sorted(k for k in store.list("transaction_features") if k.endswith(".parquet")):
+        day = Path(key).stem
+        if day < first:
+            continue
+        feats = store.read_parquet(lake_key("transaction_features", day))
+        joined = feats.merge(labels[[contract.record_id, contract.label]], on=contract.record_id)
+        if joined[contract.label].nunique() < 2:
+            continue
+        scores = model.predict(joined[contract.feature_names])["score"].to_numpy()
+        y = (joined[contract.label] == contract.labels.positive).astype(int).to_numpy()
+        out.append({"event_day": day, "version": version, "labels": len(joined), "roc_auc": round(roc_auc(y, scores), 4)})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=0, help="only the last N days of per-day tables (0: all)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--score-version", action="append", default=[],
+                        help="also score this registered model version on every labelled day (repeatable)")
+    parser.add_argument("--score-from", default="0000-00-00", help="first event day for --score-version")
     args = parser.parse_args()
 
     import dagster as dg
@@ -152,6 +181,8 @@ def main() -> None:
                   "drift": drift(lake, contract, args.days), "performance": performance(lake, args.days),
                   "registry": registry_state(settings, contract),
                   "retrain_on_drift": sensor_decision(defs, instance)}
+        for v in args.score_version:
+            report[f"version_{v}_auc"] = version_auc(settings, contract, v, args.score_from)
     for section, value in report.items():
         print(f"== {section}")
         if isinstance(value, list):
