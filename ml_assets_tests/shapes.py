@@ -267,8 +267,8 @@ datasets:
   golden:
     version: v1
     entity_fraction: 0.25
-    window_days: 4
-    min_per_class: 20
+    window_days: 8               # tiny days: a week of them for ~60 golden rows
+    min_per_class: 10
     negatives_per_positive: 3
     seed: 7
   validation_fraction: 0.2
