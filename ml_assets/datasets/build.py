@@ -74,7 +74,8 @@ def labeled_records(transactions: pd.DataFrame, labels: pd.DataFrame, contract: 
     Records from the warm-up days are left out: their windowed aggregates saw less history
     than a full window, so they describe a distribution the model never meets in service.
     """
-    keys = transactions[[contract.record_id, contract.entity, contract.timestamp]]
+    # dict.fromkeys: the entity may be the record id itself (one entity per record, e.g. one row per loan).
+    keys = transactions[list(dict.fromkeys([contract.record_id, contract.entity, contract.timestamp]))]
     out = keys.merge(labels[[contract.record_id, contract.label]], on=contract.record_id, how="inner", validate="1:1")
     out[contract.timestamp] = pd.to_datetime(out[contract.timestamp], utc=True).astype("datetime64[us, UTC]")
     out = out[out[contract.timestamp].dt.date >= contract.first_complete_day]

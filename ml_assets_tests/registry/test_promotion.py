@@ -392,11 +392,11 @@ def test_golden_version_bump_rebaselines_the_champion_and_monitoring_uses_it(wor
         "prediction": out["prediction"].to_numpy(), "model_version": v1.version}))
     labels = world["labels"][world["labels"][contract.record_id].isin(todays[contract.record_id])]
     lake.write_parquet(lake_key("raw_labels", day), labels)
-    perf = monitoring_assets.build(v2_contract, dg.DailyPartitionsDefinition(start_date="2026-01-01",
-                                                                             end_date="2026-01-21"))[2]
+    perf = next(a for a in monitoring_assets.build(v2_contract, dg.DailyPartitionsDefinition(
+        start_date="2026-01-01", end_date="2026-01-21")) if a.key.to_user_string() == "model_performance")
     assert dg.materialize([perf], partition_key=day, resources=resources(world, name),
                           instance=world["instance"]).success
     row = lake.read_parquet(lake_key("model_performance", day)).iloc[0]
-    assert row["reference_golden_version"] == "v2"
+    assert row["golden_version"] == "v2"
     assert row["reference_auc"] == pytest.approx(float(tags["golden_v2_roc_auc"]))
     assert row["reference_auc"] != pytest.approx(float(tags["golden_v1_roc_auc"]), abs=1e-9)
