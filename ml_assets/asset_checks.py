@@ -16,6 +16,7 @@ A failing blocking check, or a failing re-verification, is blocking: the exit co
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -48,38 +49,41 @@ def recorded_outcomes(defs: dg.Definitions, instance: dg.DagsterInstance) -> lis
     keys = sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
     storage = instance.event_log_storage
     latest = storage.get_latest_asset_check_execution_by_key(keys)
-    infos = storage.get_asset_check_partition_info(keys)
     by_key: dict = {}
-    for info in infos:
+    for info in storage.get_asset_check_partition_info([k for k in keys if graph.get_check_spec(k).partitions_def]):
         by_key.setdefault(info.check_key, []).append(info)
     for key in keys:
         asset = key.asset_key.to_user_string()
-        blocking = graph.get_check_spec(key).blocking
-        record = latest.get(key)
-        description = ""
-        if record is not None and record.event is not None and record.event.dagster_event is not None:
-            evaluation = record.event.dagster_event.event_specific_data
-            description = getattr(evaluation, "description", None) or ""
-        partitions = [i for i in by_key.get(key, []) if i.partition_key is not None]
-        if partitions:
-            for info in sorted(partitions, key=lambda i: i.partition_key):
+        spec = graph.get_check_spec(key)
+        blocking = spec.blocking
+        if spec.partitions_def is not None:  # each partition has its own outcome
+            infos = sorted((i for i in by_key.get(key, []) if i.partition_key is not None),
+                           key=lambda i: i.partition_key)
+            if not infos:
+                out.append(CheckOutcome(asset, key.name, False, blocking, "never evaluated: materialize the asset"))
+            for info in infos:
                 status = info.latest_execution_status
                 passed = status == Status.SUCCEEDED and info.is_current
                 why = ("passed" if passed else "not evaluated against the current materialization"
-                       if status == Status.SUCCEEDED else f"{status.value.lower()}")
+                       if status == Status.SUCCEEDED else status.value.lower())
                 out.append(CheckOutcome(asset, f"{key.name}[{info.partition_key}]", passed, blocking, why))
             continue
-        if record is None:
+        record = latest.get(key)
+        if record is None or record.status == Status.PLANNED:
             out.append(CheckOutcome(asset, key.name, False, blocking, "never evaluated: materialize the asset"))
             continue
-        info = next(iter(by_key.get(key, [])), None)
-        current = info.is_current if info is not None else True
-        if record.status == Status.SUCCEEDED and current:
+        entry = record.event
+        evaluation = entry.dagster_event.event_specific_data if entry and entry.dagster_event else None
+        description = getattr(evaluation, "description", None) or ""
+        materialized = instance.fetch_materializations(key.asset_key, limit=1).records
+        stale = bool(materialized and entry and materialized[0].run_id != record.run_id
+                     and materialized[0].timestamp > entry.timestamp)
+        if record.status == Status.SUCCEEDED and not stale:
             out.append(CheckOutcome(asset, key.name, True, blocking, description or "passed"))
         elif record.status == Status.SUCCEEDED:
             out.append(CheckOutcome(asset, key.name, False, blocking,
-                                    f"{asset} was materialized after this check last ran: the data in use was not "
-                                    "judged"))
+                                    f"{asset} was materialized after this check last ran (run {record.run_id[:8]}): "
+                                    "the data in use was not judged"))
         else:
             out.append(CheckOutcome(asset, key.name, False, blocking,
                                     f"{record.status.value.lower()}: {description or 'no description'}"))
@@ -152,6 +156,7 @@ def run_checks(settings: Settings, junit_path: Path | None = None) -> int:
     from ml_assets.instance import ensure_dagster_home
 
     t0 = time.perf_counter()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the champion's download: no bars
     ensure_dagster_home(settings)
     defs = build_definitions(settings)
     with dg.DagsterInstance.get() as instance:

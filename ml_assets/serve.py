@@ -36,6 +36,9 @@ def make_handler(store: ObjectStore) -> type[BaseHTTPRequestHandler]:
             self._serve(with_body=False)
 
         def _serve(self, with_body: bool) -> None:
+            if urlsplit(self.path).path == "/healthz":  # liveness/readiness probes
+                self._reply(b"ok", "text/plain", with_body)
+                return
             key = _lake_key(self.path)
             if key is None:
                 self.send_error(HTTPStatus.NOT_FOUND, f"only {REPORTS_PREFIX}... is served here")
@@ -45,8 +48,11 @@ def make_handler(store: ObjectStore) -> type[BaseHTTPRequestHandler]:
             except Exception:  # a missing key reads as FileNotFoundError locally, ClientError on S3
                 self.send_error(HTTPStatus.NOT_FOUND, f"no report at {key}")
                 return
+            self._reply(data, mimetypes.guess_type(key)[0] or "application/octet-stream", with_body)
+
+        def _reply(self, data: bytes, content_type: str, with_body: bool) -> None:
             self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", mimetypes.guess_type(key)[0] or "application/octet-stream")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if with_body:

@@ -124,3 +124,37 @@ def test_training_ran_through_local_torchrun(staging_run):
         dg.AssetKey("model_checkpoint")).asset_materialization.metadata
     text = " ".join(str(v.value) for v in meta.values())
     assert "torchrun" in text
+
+
+def test_ml_assets_check_judges_the_current_data_and_fails_on_a_tampered_partition(staging_run, tmp_path, capsys):
+    """Asset checks in CI: every check against what is in the instance, lake and registry now,
+    without re-materializing; a partition changed behind the pipeline's back fails it."""
+    import xml.etree.ElementTree as ET
+
+    from ml_assets.asset_checks import run_checks
+    from ml_assets_tests.staging import applied_env
+
+    env, settings = staging_run["env"], staging_run["settings"]
+    declared = build_definitions(settings).resolve_asset_graph().asset_check_keys
+    with applied_env(env):
+        assert run_checks(settings, junit_path=tmp_path / "ok.xml") == 0, capsys.readouterr().err
+        report = ET.parse(tmp_path / "ok.xml").getroot()
+        assert report.get("failures") == "0"
+        cases = {(c.get("classname"), c.get("name").split("[")[0]) for c in report.iter("testcase")}
+        assert {(k.asset_key.to_user_string(), k.name) for k in declared} <= cases, "every declared check reported"
+        assert ("lake", "raw_transactions") in cases and ("registry", "champion_artifact_integrity") in cases
+
+        key = f"{env['ML_ASSETS_LAKE_PREFIX']}/raw_transactions/2026-01-05.parquet"
+        original = s3(staging_run).get_object(Bucket=env["ML_ASSETS_LAKE_BUCKET"], Key=key)["Body"].read()
+        frame = pd.read_parquet(io.BytesIO(original))
+        tampered = io.BytesIO()
+        frame.iloc[:-1].to_parquet(tampered)  # one row gone, as a hand edit or a bad copy would do
+        s3(staging_run).put_object(Bucket=env["ML_ASSETS_LAKE_BUCKET"], Key=key, Body=tampered.getvalue())
+        try:
+            assert run_checks(settings, junit_path=tmp_path / "bad.xml") == 1
+        finally:
+            s3(staging_run).put_object(Bucket=env["ML_ASSETS_LAKE_BUCKET"], Key=key, Body=original)
+    assert "raw_transactions[2026-01-05]" in capsys.readouterr().err
+    [failure] = [c.find("failure") for c in ET.parse(tmp_path / "bad.xml").getroot().iter("testcase")
+                 if c.find("failure") is not None]
+    assert failure.get("type") == "blocking" and "sha256 differs" in failure.text
