@@ -126,3 +126,39 @@ def test_daily_ingest_schedule_runs_by_default_as_the_readme_says(settings_facto
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == "30 1 * * *"
     assert "01:30 UTC" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_dev_starts_all_three_servers_from_anywhere_and_ctrl_c_stops_them_all(tmp_path):
+    """Outside the repo, venv not activated (PATH without it): Dagster UI, MLflow UI and report server
+    come up on the ports asked for, and one SIGINT stops every process."""
+    import signal
+    import time
+
+    from ml_assets_tests import servers
+
+    ports = [servers.free_port() for _ in range(3)]
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ML_ASSETS_CONTRACT", "VIRTUAL_ENV")}
+    env.update(PATH="/usr/bin:/bin", PYTHONPATH=str(ROOT), ML_ASSETS_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([sys.executable, "-m", "ml_assets.cli", "dev", "--port", str(ports[0]), "--mlflow-port",
+                             str(ports[1]), "--reports-port", str(ports[2])], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        urls = [f"http://127.0.0.1:{ports[0]}/server_info", f"http://127.0.0.1:{ports[1]}/health",
+                f"http://127.0.0.1:{ports[2]}/healthz"]
+        servers.wait_until(lambda: all(servers.http_ok(u) for u in urls), proc, "ml-assets dev", 180)
+        # Each server runs in its own session (sid = its pid), with its own children (webserver, daemon, ...).
+        sessions = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(sessions) == 2, sessions  # dagster dev, mlflow ui (the report server is a thread)
+        assert (tmp_path / "home" / "dagster_home" / "dagster.yaml").resolve() == (ROOT / "dagster.yaml").resolve()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert f"Dagster UI   http://127.0.0.1:{ports[0]}" in out and f"MLflow UI    http://127.0.0.1:{ports[1]}" in out
+    time.sleep(1)
+    assert not any(servers.http_ok(u) for u in urls), "a server outlived Ctrl-C"
+    left = [sid for sid in sessions if subprocess.run(["pgrep", "-s", sid], capture_output=True).returncode == 0]
+    assert left == [], f"processes of sessions {left} outlived Ctrl-C"
