@@ -10,7 +10,15 @@ import time
 from pathlib import Path
 
 from ml_assets.contract.model import ContractError
-from ml_assets.settings import Settings, SettingsError, current_settings
+from ml_assets.settings import (
+    DEFAULT_DAGSTER_PORT,
+    DEFAULT_HOST,
+    DEFAULT_MLFLOW_UI_PORT,
+    DEFAULT_REPORTS_PORT,
+    Settings,
+    SettingsError,
+    current_settings,
+)
 
 
 def _simulation_config(args: argparse.Namespace, settings: Settings):
@@ -270,8 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--version")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_lineage)
-    from ml_assets.settings import DEFAULT_DAGSTER_PORT, DEFAULT_HOST, DEFAULT_MLFLOW_UI_PORT, DEFAULT_REPORTS_PORT
-
     p = sub.add_parser("dev", help="start the Dagster UI, the MLflow UI and the report server on this project")
     p.add_argument("--host", default=DEFAULT_HOST, help="address every server binds (default %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_DAGSTER_PORT, help="Dagster UI port (default %(default)s)")
