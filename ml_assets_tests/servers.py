@@ -35,13 +35,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(ready: Callable[[], bool], proc: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
+def wait_until(ready: Callable[[], bool], proc: subprocess.Popen, what: str, timeout_s: float = 60,
+               log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} was not ready after {timeout_s:.0f} s")
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            state = (f"exited with code {proc.returncode}" if proc.poll() is not None
+                     else f"was not ready after {timeout_s:.0f} s")
+            raise RuntimeError(f"{what} {state} before it was ready" + (f"; its log ends:\n{tail}" if tail else ""))
         time.sleep(0.2)
 
 
@@ -120,10 +122,11 @@ def postgres(databases: tuple[str, ...] = ()) -> Iterator[Postgres]:
                        check=True, capture_output=True, **as_user)
         pwfile.unlink()
         # Durability off: a test cluster is thrown away; it makes Dagster's and MLflow's writes cheap.
+        log = root / "postgres.log"
         proc = subprocess.Popen([_postgres_bin("postgres"), "-D", str(root / "data"), "-h", pg.host, "-p",
                                  str(pg.port), "-k", str(root), "-c", "fsync=off", "-c", "synchronous_commit=off",
                                  "-c", "full_page_writes=off"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_user)
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT, **as_user)
 
         def ready() -> bool:
             try:
@@ -132,7 +135,7 @@ def postgres(databases: tuple[str, ...] = ()) -> Iterator[Postgres]:
             except Exception:
                 return False
 
-        wait_until(ready, proc, f"postgres on {pg.host}:{pg.port}", 60)
+        wait_until(ready, proc, f"postgres on {pg.host}:{pg.port}", 60, log)
         if databases:
             conn = pg.connect()
             conn.autocommit = True
@@ -198,18 +201,20 @@ def mlflow_server(backend_store_uri: str, artifacts_destination: str, env: dict[
     """`mlflow server` from the venv, proxying artifacts to `artifacts_destination` (clients never
     see the artifact store's credentials); yields its URL."""
     port = free_port()
+    log = Path(tempfile.mkstemp(prefix="ml_assets-mlflow-", suffix=".log")[1])
     proc = subprocess.Popen([_tool("mlflow", str(VENV_BIN / "mlflow")), "server", "--host", HOST, "--port",
                              str(port), "--backend-store-uri", backend_store_uri, "--artifacts-destination",
                              artifacts_destination, "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             # Its background job runner (GenAI jobs) is not used here: 7 idle processes less.
                             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **env},
                             start_new_session=True)
     url = f"http://{HOST}:{port}"
     try:
-        wait_until(lambda: http_ok(url + "/health"), proc, f"mlflow server on {url}", 90)
+        wait_until(lambda: http_ok(url + "/health"), proc, f"mlflow server on {url}", 90, log)
         yield url
     finally:
+        log.unlink(missing_ok=True)
         # The server runs its workers as children: stop the whole process group.
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
