@@ -79,11 +79,16 @@ def staging_run(staging_env, tmp_path_factory) -> Iterator[dict]:
                                                         n_cards=2500))
     env = {**staging_env, "ML_ASSETS_HOME": str(home), "ML_ASSETS_CONTRACT": str(contract),
            "DAGSTER_HOME": str(home / "dagster_home")}
+    # The environment is applied while the run happens, and only then: tests after this fixture must not
+    # inherit ML_ASSETS_ENV=staging and its servers. Tests that need it apply `env` themselves.
     with applied_env(env):
         deliver_to_s3(env, home / "simulated")
         settings = Settings(env="staging", home=home, contract_path=contract)
         ensure_dagster_home(settings)
-        with dg.DagsterInstance.get() as instance:
-            result, first, last = run_graph(settings, FIRST, LAST, instance=instance)
-            yield {"settings": settings, "env": env, "result": result, "sim": sim, "instance": instance,
-                   "first": first, "last": last}
+        instance = dg.DagsterInstance.get()
+        result, first, last = run_graph(settings, FIRST, LAST, instance=instance)
+    try:
+        yield {"settings": settings, "env": env, "result": result, "sim": sim, "instance": instance,
+               "first": first, "last": last}
+    finally:
+        instance.dispose()

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     """The console script as a person runs it: a new process, from another directory."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ML_ASSETS_", "MLFLOW_"))}
     return subprocess.run([sys.executable, "-m", "ml_assets.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=120)
+                          cwd=cwd, env={**clean, "PYTHONPATH": str(ROOT), **env}, timeout=120)
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -51,6 +52,7 @@ def test_an_invalid_contract_is_one_line_naming_the_file_and_field(tmp_path):
 def test_lineage_on_an_empty_home_creates_nothing(tmp_path, monkeypatch, capsys):
     home = tmp_path / "home"
     monkeypatch.setenv("ML_ASSETS_HOME", str(home))
+    monkeypatch.delenv("ML_ASSETS_ENV", raising=False)
     monkeypatch.delenv("ML_ASSETS_CONTRACT", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert cli.main(["lineage", "--alias", "champion"]) == 1
@@ -138,7 +140,8 @@ def test_dev_starts_all_three_servers_from_anywhere_and_ctrl_c_stops_them_all(tm
     from ml_assets_tests import servers
 
     ports = [servers.free_port() for _ in range(3)]
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ML_ASSETS_CONTRACT", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ML_ASSETS_", "MLFLOW_", "DAGSTER_")) and k != "VIRTUAL_ENV"}
     env.update(PATH="/usr/bin:/bin", PYTHONPATH=str(ROOT), ML_ASSETS_HOME=str(tmp_path / "home"))
     proc = subprocess.Popen([sys.executable, "-m", "ml_assets.cli", "dev", "--port", str(ports[0]), "--mlflow-port",
                              str(ports[1]), "--reports-port", str(ports[2])], cwd=tmp_path, env=env,

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def s3(run):
-    return boto3.client("s3", endpoint_url=run["env"]["ML_ASSETS_S3_ENDPOINT_URL"])
+    env = run["env"]
+    return boto3.client("s3", endpoint_url=env["ML_ASSETS_S3_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
 
 
 def keys(run, bucket: str, prefix: str = "") -> set[str]:
