@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from ml_assets import console
-from ml_assets.settings import Settings, current_settings
+from ml_assets.contract.model import ContractError
+from ml_assets.settings import (
+    DEFAULT_DAGSTER_PORT,
+    DEFAULT_HOST,
+    DEFAULT_MLFLOW_UI_PORT,
+    DEFAULT_REPORTS_PORT,
+    Settings,
+    SettingsError,
+    current_settings,
+)
 
 
 def _simulation_config(args: argparse.Namespace, settings: Settings):
@@ -273,7 +281,12 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
     settings = current_settings()
     contract = load_contract(settings.contract_path)
-    tracking = os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    tracking = settings.tracking_uri
+    if tracking.startswith("sqlite:///") and not Path(tracking.removeprefix("sqlite:///")).is_file():
+        # Looking must not create: opening a SQLite URI would create an empty MLflow database.
+        print(f"no MLflow registry at {tracking.removeprefix('sqlite:///')} yet: run the pipeline first "
+              "(`ml-assets demo`)", file=sys.stderr)
+        return 1
     registry = Registry(tracking, f"{contract.name}_model", contract.name)
     ref = registry.alias(args.alias) if args.alias else registry.version(args.version)
     if ref is None:
@@ -309,13 +322,32 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from ml_assets.instance import ensure_dagster_home
+    from ml_assets.dev import run_dev
 
-    settings = current_settings()
-    home = ensure_dagster_home(settings)
-    print(f"DAGSTER_HOME={home}")
-    os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml", *args.dagster_args])
+    return run_dev(current_settings(), host=args.host, port=args.port, mlflow_port=args.mlflow_port,
+                   reports_port=args.reports_port, dagster_args=args.dagster_args)
+
+
+def cmd_serve_reports(args: argparse.Namespace) -> int:
+    from ml_assets.definitions import lake_store
+    from ml_assets.serve import reports_server
+
+    server = reports_server(lake_store(current_settings()), args.host, args.port)
+    print(f"serving the lake's reports/ at http://{server.server_address[0]}:{server.server_address[1]}/reports/",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ml_assets.asset_checks import run_checks
+
+    return run_checks(current_settings(), junit_path=Path(args.junit) if args.junit else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,13 +391,32 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--version")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_lineage)
-    p = sub.add_parser("dev", help="start the Dagster UI on this project (dagster dev)")
-    p.add_argument("dagster_args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("dev", help="start the Dagster UI, the MLflow UI and the report server on this project")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address every server binds (default %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_DAGSTER_PORT, help="Dagster UI port (default %(default)s)")
+    p.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_UI_PORT,
+                   help="MLflow UI port (default %(default)s; local only: staging/prod link their tracking server)")
+    p.add_argument("--reports-port", type=int, default=DEFAULT_REPORTS_PORT,
+                   help="port serving the lake's HTML reports (default %(default)s)")
+    p.add_argument("dagster_args", nargs=argparse.REMAINDER, help="passed on to `dagster dev`")
     p.set_defaults(fn=cmd_dev)
+    p = sub.add_parser("serve-reports", help="serve the lake's reports/ (HTML reports) over http")
+    p.add_argument("--host", default=DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=DEFAULT_REPORTS_PORT)
+    p.set_defaults(fn=cmd_serve_reports)
+    p = sub.add_parser("check", help="evaluate every asset check against the current data, without "
+                                     "re-materializing; exit 1 if a blocking check fails")
+    p.add_argument("--junit", metavar="PATH", help="also write a JUnit XML report there")
+    p.set_defaults(fn=cmd_check)
     args = parser.parse_args(argv)
-    if args.command in ("demo", "replay"):
-        console.quiet_libraries(log_path(current_settings(), args.command))
-    return args.fn(args)
+    try:
+        if args.command in ("demo", "replay"):
+            console.quiet_libraries(log_path(current_settings(), args.command))
+        return args.fn(args)
+    except (SettingsError, ContractError) as e:
+        # A configuration mistake is the operator's to fix: one line, not a traceback.
+        print(f"ml-assets {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

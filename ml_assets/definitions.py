@@ -1,5 +1,5 @@
 """The one place where assets, checks, sensors, jobs, resources and the executor are
-assembled. The environment (ML_ASSETS_ENV=local|prod) is chosen here and nowhere else."""
+assembled. The environment (ML_ASSETS_ENV=local|staging|prod) is chosen here and nowhere else."""
 
 
 import datetime as dt
@@ -56,9 +56,10 @@ def local_resources(settings: Settings, contract: Contract) -> dict:
     }
 
 
-def prod_resources(settings: Settings, contract: Contract) -> dict:
-    """Production: S3, Redis, an MLflow tracking server. Every address and secret comes from
-    the environment (S1); see deploy/ and helm/."""
+def _service_resources(settings: Settings, contract: Contract) -> dict:
+    """S3 (landing and lake), Feast with the offline store on S3 and Redis online, an MLflow tracking
+    server: the services staging and production share. Every address and secret comes from the
+    environment (S1); see deploy/ and helm/."""
     env = dg.EnvVar
     return {
         "landing": S3StorageResource(bucket=env("ML_ASSETS_LANDING_BUCKET"), prefix=env("ML_ASSETS_LANDING_PREFIX"),
@@ -66,12 +67,23 @@ def prod_resources(settings: Settings, contract: Contract) -> dict:
         "lake": S3StorageResource(bucket=env("ML_ASSETS_LAKE_BUCKET"), prefix=env("ML_ASSETS_LAKE_PREFIX"),
                                   endpoint_url=env("ML_ASSETS_S3_ENDPOINT_URL")),
         "feast": FeastResource(repo_dir=str(settings.feast_dir), online_store="redis",
-                               redis_connection_string=env("ML_ASSETS_REDIS_URL")),
+                               redis_connection_string=env("ML_ASSETS_REDIS_URL"),
+                               s3_endpoint_url=env("ML_ASSETS_S3_ENDPOINT_URL")),
         "mlflow": MLflowResource(tracking_uri=env("MLFLOW_TRACKING_URI"), experiment=contract.name,
                                  model_name=f"{contract.name}_model"),
-        "trainer": kubernetes_trainer(),
         "alerts": LogFileAlertSink(path=str(settings.alerts_path)),
     }
+
+
+def staging_resources(settings: Settings, contract: Contract) -> dict:
+    """Production in everything but where training runs: torchrun on this machine (CPU, gloo)."""
+    return {**_service_resources(settings, contract),
+            "trainer": LocalTorchrunLauncherResource(nproc_per_node=contract.training.nproc_per_node)}
+
+
+def prod_resources(settings: Settings, contract: Contract) -> dict:
+    """Production: the services of `_service_resources`, training on Kubernetes GPU nodes."""
+    return {**_service_resources(settings, contract), "trainer": kubernetes_trainer()}
 
 
 def kubernetes_trainer() -> KubernetesTorchrunLauncherResource:
@@ -95,7 +107,13 @@ def training_op_tags(env: str) -> dict[str, str]:
     return step_op_tags(kubernetes_trainer().config())
 
 
-RESOURCES = {"local": local_resources, "prod": prod_resources}
+RESOURCES = {"local": local_resources, "staging": staging_resources, "prod": prod_resources}
+
+
+def lake_store(settings: Settings):
+    """The lake's ObjectStore in this environment (what the `lake` resource hands the assets)."""
+    contract = load_contract(settings.contract_path)
+    return RESOURCES[settings.env](settings, contract)["lake"].process_config_and_initialize().get_store()
 
 
 def executor_for(env: str) -> dg.ExecutorDefinition:
@@ -156,7 +174,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=[daily_ingest, retrain, registry.rollback],
-        schedules=[dg.build_schedule_from_partitioned_job(daily_ingest, hour_of_day=1, minute_of_hour=30)],
+        schedules=[dg.build_schedule_from_partitioned_job(daily_ingest, hour_of_day=1, minute_of_hour=30,
+                                                         default_status=dg.DefaultScheduleStatus.RUNNING)],
         sensors=[monitoring_sensors.build(contract), orchestration.alert_on_run_failure,
                  orchestration.build_freshness_alerts(FRESHNESS_GOVERNED), orchestration.automation],
         resources=RESOURCES[settings.env](settings, contract),

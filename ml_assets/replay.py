@@ -32,6 +32,7 @@ import pandas as pd
 from ml_assets import console
 from ml_assets.contract import Contract
 from ml_assets.ingestion.validate import SUPPORTED_FORMATS
+from ml_assets.links import report_url
 from ml_assets.metadata import table
 from ml_assets.monitoring import lake as mlake
 from ml_assets.monitoring.performance import roc_auc
@@ -300,8 +301,9 @@ def write_timeline(r: Replay) -> tuple[str, str]:
     r.instance.report_runless_asset_event(dg.AssetObservation(asset_key="model_performance", metadata={
         "replay_days": f"{frame['day'].iloc[0]} .. {frame['day'].iloc[-1]} ({len(frame)})" if len(frame) else "none",
         "replay_retrains": int((frame["sensor"] == "requested").sum()),
-        "replay_timeline_plot": dg.MetadataValue.path(r.lake.uri(TIMELINE_PNG)),
-        "replay_timeline_csv": dg.MetadataValue.path(r.lake.uri(TIMELINE_CSV)),
+        "replay_timeline_plot": dg.MetadataValue.url(report_url(TIMELINE_PNG)),
+        "replay_timeline_csv": dg.MetadataValue.url(report_url(TIMELINE_CSV)),
+        "replay_timeline": dg.MetadataValue.md(f"![delayed-label AUC over the replay]({report_url(TIMELINE_PNG)})"),
         "replay_events": table(events[["day", "run", "drift_status", "sensor", "sensor_reason", "retrain_outcome",
                                        "failed_gates", "champion", "alerts"]]),
     }))

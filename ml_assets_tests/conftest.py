@@ -51,3 +51,7 @@ def settings_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     # Two cores: keep torch and BLAS from oversubscribing them in-process.
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+# The staging profile's real servers and its one graph run, shared by every test that uses them.
+from ml_assets_tests.staging import staging_env, staging_run  # noqa: E402, F401

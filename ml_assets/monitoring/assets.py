@@ -14,6 +14,7 @@ import pandas as pd
 from ml_assets.contract import Contract
 from ml_assets.datasets.assets import load_golden
 from ml_assets.ingestion.ingest import lake_key
+from ml_assets.links import report_url
 from ml_assets.metadata import Outcome, partition_metadata, partitioned_check, table
 from ml_assets.monitoring import lake as mlake
 from ml_assets.monitoring.drift import DriftThresholds
@@ -30,11 +31,8 @@ REPORT_STATUSES = ("act", "bug", "watch")
 
 
 def _link(store, key: str) -> dict:
-    uri = store.uri(key)
-    out = {"report": dg.MetadataValue.path(uri)}
-    if "://" not in uri:
-        out["report_url"] = dg.MetadataValue.url(Path(uri).as_uri())
-    return out
+    """Where the report is (the lake object) and the http link a browser opens from the UI."""
+    return {"report": dg.MetadataValue.path(store.uri(key)), "report_url": dg.MetadataValue.url(report_url(key))}
 
 
 def worth_rendering(day: str, status: str, previous_status: str | None, always: bool) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from ml_assets import links
 from ml_assets.contract import Contract
 from ml_assets.datasets.assets import TRAINING_MANIFEST, load_golden, load_training_by_hash
 from ml_assets.metadata import md_table, table
@@ -165,7 +166,9 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             "version": ref.version,
             "alias": CHALLENGER,
             "model_uri": ref.uri,
-            "mlflow_run": dg.MetadataValue.url(registry.run_url(ref.run_id)) if ref.run_id else "",
+            "mlflow_run": dg.MetadataValue.url(links.mlflow_run_url(ref.run_id, registry.experiment_id()))
+            if ref.run_id else "",
+            "mlflow_model_version": dg.MetadataValue.url(links.mlflow_model_version_url(ref.name, ref.version)),
             "artifact_sha256": ref.tags.get("artifact_sha256", ""),
             **{k: str(v) for k, v in tags.items()},
             **golden_metrics,
@@ -210,6 +213,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         meta = {
             "outcome": result.outcome,
             "champion_version": current.version,
+            "champion_link": dg.MetadataValue.url(links.mlflow_model_version_url(current.name, current.version)),
             "challenger_version": result.challenger.version,
             "previous_champion": result.previous_champion.version if result.previous_champion else "none",
             "golden_version": golden_manifest.version,

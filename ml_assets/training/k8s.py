@@ -312,7 +312,9 @@ def validate_manifests(manifests: Sequence[dict[str, Any]], version: str = DEFAU
 def config_from_env(environ: dict[str, str] | None = None) -> GpuTrainingConfig:
     """The production cluster shape, from ML_ASSETS_* variables set by the deployment (helm values)."""
     e = os.environ if environ is None else environ
-    kwargs: dict[str, Any] = {"image": e.get("ML_ASSETS_IMAGE", "ml-assets:latest")}
+    # The training pods run the code location's own image unless told otherwise: the Dagster chart sets
+    # DAGSTER_CURRENT_IMAGE to it, so one `--set ...image.tag=` moves both together.
+    kwargs: dict[str, Any] = {"image": e.get("ML_ASSETS_IMAGE") or e.get("DAGSTER_CURRENT_IMAGE") or "ml-assets:latest"}
     for key, var, cast in (("namespace", "ML_ASSETS_K8S_NAMESPACE", str), ("nnodes", "ML_ASSETS_TRAIN_NNODES", int),
                            ("gpus_per_node", "ML_ASSETS_TRAIN_GPUS_PER_NODE", int),
                            ("max_restarts", "ML_ASSETS_TRAIN_MAX_RESTARTS", int),
