@@ -177,7 +177,7 @@ class Drift(_Strict):
     # Statistics on a few dozen rows are noise: a day with fewer rows is judged together with the days before it,
     # up to max_window_days; with fewer rows than this even then, the day is not judged.
     min_rows: int = Field(default=1000, ge=1)
-    max_window_days: int = Field(default=14, ge=1)
+    max_window_days: int = Field(default=28, ge=1)
     # Rows of the training set used as the reference (a seeded sample).
     reference_rows: int = Field(default=20_000, ge=100)
     # M5: a feature's null rate rising this far above the highest null rate of any reference day is a bug.

@@ -105,12 +105,15 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             model, reference_frame, contract, version)["score"].to_numpy())
         golden, manifest = load_golden(store, contract)
         golden_ref = mlake.golden_reference(golden, manifest.content_hash, contract)
+        reference_days = pd.to_datetime(reference_frame[contract.timestamp], utc=True).dt.date
+        calendar_cache = mlake.calendar_cache(training_hash)
         drift_outcomes, bug_outcomes, per = {}, {}, []
         for pk in context.partition_keys:
             frames = mlake.window_frames(store, pk, d.max_window_days)
             verdict = judge_day(pk, frames, reference, thresholds, d.max_window_days, contract.first_complete_day,
                                 importance, golden_ref, d.golden_stale_psi, ref_scores,
-                                mlake.window_scores(store, list(frames)), threshold)
+                                mlake.window_scores(store, list(frames)), threshold, reference_frame,
+                                reference_days, calendar_cache)
             history = mlake.feature_history(store, pk)
             if history:
                 verdict.reasons.append("windowed features computed without history that failed ingestion: "

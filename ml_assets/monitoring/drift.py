@@ -563,10 +563,10 @@ def summarize(features: list[FeatureDrift], thresholds: DriftThresholds | None =
         return DriftSummary("not_judged", float("nan"), [], [], [], float("nan"), [], 0, ["no features"])
     judged = [f for f in features if f.status not in ("not_judged",) and not math.isnan(f.psi)]
     bugs = [f.feature for f in features if f.status == "bug"]
-    drifted = [f for f in judged if f.drifted]
-    acting = [f.feature for f in drifted if f.importance >= t.min_importance]
-    watched = [f.feature for f in drifted if f.importance < t.min_importance] + [
-        f.feature for f in judged if f.status == "watch" and not f.drifted]
+    # act: the PSI band says act (>= psi_act) on a feature the model relies on; a significant test with PSI in the
+    # watch band, or act-band drift on a feature the model hardly uses, is watched, not acted on.
+    acting = [f.feature for f in judged if f.status == "act" and f.importance >= t.min_importance]
+    watched = [f.feature for f in judged if (f.drifted or f.status == "watch") and f.feature not in acting]
     if bugs:
         status: Status = "bug"
     elif acting:

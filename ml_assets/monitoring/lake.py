@@ -54,6 +54,11 @@ def reference_sample(store: ObjectStore, contract: Contract, training_hash: str)
     return _cached(("training", store.uri(""), training_hash, contract.thresholds.drift.reference_rows), build)
 
 
+def calendar_cache(training_hash: str) -> dict:
+    """Calendar-matched references of one training set, kept across the days of a run (and of a replay)."""
+    return _cached(("calendar", training_hash), dict)
+
+
 def golden_reference(golden: pd.DataFrame, digest: str, contract: Contract) -> Reference:
     return _cached(("golden", digest), lambda: build_reference(golden, contract.numeric_features,
                                                                   contract.categorical_features))

@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 from ml_assets.monitoring.drift import (
+    PARTITION_CONSTANT_SHARE,
     DriftSummary,
     DriftThresholds,
     Reference,
+    build_reference,
     feature_drift,
     prediction_drift,
     step_reasons,
@@ -60,47 +62,136 @@ class DayVerdict:
         return self.summary.to_table() if self.summary else pd.DataFrame()
 
 
+OUTSIZED = 10
+"""An earlier day with more than this many times the typical day's rows (a catch-up or backfill delivery) is
+never pooled into another day's window: it would outweigh the day being judged."""
+
+
 def pool_days(day: str, frames: Mapping[str, pd.DataFrame], min_rows: int, max_days: int,
-              first_judged_day: dt.date) -> list[str]:
+              first_judged_day: dt.date) -> tuple[list[str], list[str]]:
     """The day and, while it has fewer than `min_rows` rows, the days before it (newest first, at most
-    `max_days`, never warm-up days): what a verdict on a tiny day stands on."""
-    chosen, rows = [], 0
+    `max_days`, never warm-up days): what a verdict on a tiny day stands on. Returns (pooled days, outsized
+    earlier days left out)."""
     current = dt.date.fromisoformat(day)
-    for _ in range(max_days):
-        key = current.isoformat()
-        if current < first_judged_day:
+    candidates = [(current - dt.timedelta(days=i)).isoformat() for i in range(max_days)]
+    candidates = [d for d in candidates if d in frames and dt.date.fromisoformat(d) >= first_judged_day]
+    sizes = [len(frames[d]) for d in candidates]
+    typical = float(np.median(sizes)) if sizes else 0.0
+    chosen, skipped, rows = [], [], 0
+    for d in candidates:
+        if d != day and typical and len(frames[d]) > OUTSIZED * typical:
+            skipped.append(d)
+            continue
+        chosen.append(d)
+        rows += len(frames[d])
+        if rows >= min_rows:
             break
-        if key in frames:
-            chosen.append(key)
-            rows += len(frames[key])
-            if rows >= min_rows:
-                break
-        current -= dt.timedelta(days=1)
-    return chosen
+    return chosen, skipped
+
+
+MIN_MATCHED_SHARE = 0.05
+"""A calendar-matched reference needs at least this share of the reference's rows (and min_rows)."""
+
+
+def calendar_features(reference: Reference) -> list[str]:
+    """Features constant within each reference day by design (day of week, a promotion, a date class)."""
+    return [name for name, col in {**reference.numeric, **reference.categorical}.items()
+            if not col.constant and col.day_constant_share >= PARTITION_CONSTANT_SHARE]
+
+
+def matched_reference(reference: Reference, reference_frame: pd.DataFrame | None, reference_days: pd.Series | None,
+                      pooled: pd.DataFrame, min_rows: int, cache: dict | None = None) -> tuple[Reference, str]:
+    """The reference as it looks on the window's calendar.
+
+    Features constant within each day by design (day of week, a promotion, a holiday flag) move other
+    features with them: a Saturday of a weekend sale is unlike the average day. So the window is compared
+    with reference rows of the same calendar values, mixed in the window's proportions (a window pooled
+    over a Saturday and a Sunday gets half of each). When some calendar value of the window has too few
+    reference rows, the coarsest calendar that has enough is used (e.g. the promotion without the weekday);
+    without one, the whole reference, saying so.
+    """
+    keys = calendar_features(reference)
+    if not keys or reference_frame is None or reference_days is None or not all(k in pooled.columns for k in keys):
+        return reference, ""
+    coarse_first = sorted(keys, key=lambda k: reference_frame[k].nunique())
+    floor = max(50, int(MIN_MATCHED_SHARE * len(reference_frame) / 4))
+    for size in range(len(keys), 0, -1):
+        for chosen in _subsets(coarse_first, size):
+            shares = pooled.groupby(chosen, dropna=False).size() / len(pooled)
+            matches = {}
+            for stratum in shares.index:
+                values = stratum if isinstance(stratum, tuple) else (stratum,)
+                mask = np.ones(len(reference_frame), dtype=bool)
+                for k, v in zip(chosen, values, strict=True):
+                    mask &= (reference_frame[k] == v).to_numpy()
+                matches[values] = np.flatnonzero(mask)
+            if all(len(m) >= floor for m in matches.values()):
+                return _stratified(reference, reference_frame, reference_days, chosen, shares, matches, cache)
+    label = ", ".join(f"{k}={pooled[k].iloc[0]}" for k in keys if pooled[k].nunique() == 1)
+    return reference, (f"calendar ({label or ', '.join(keys)}): too few reference rows share it; judged against the "
+                       f"whole reference")
+
+
+def _subsets(keys: list[str], size: int) -> list[list[str]]:
+    from itertools import combinations
+
+    return [list(c) for c in combinations(keys, size)]
+
+
+def _stratified(reference, reference_frame, reference_days, chosen, shares, matches, cache) -> tuple[Reference, str]:
+    key = (tuple(chosen), tuple((k, round(float(v), 3)) for k, v in shares.items()))
+    n = len(reference_frame)
+    parts = []
+    rng = np.random.default_rng(0)
+    for values, rows in matches.items():
+        want = max(1, round(float(shares.loc[values if len(values) > 1 else values[0]]) * n))
+        parts.append(rows if want == len(rows) else rng.choice(rows, size=want, replace=want > len(rows)))
+    label = "; ".join(f"{', '.join(f'{k}={v}' for k, v in zip(chosen, values, strict=True))} "
+                      f"({len(rows)} reference rows)" for values, rows in matches.items())
+    note = f"compared with the reference days of the same calendar: {label}"
+    if cache is not None and key in cache:
+        return cache[key], note
+    index = np.concatenate(parts)
+    ref = build_reference(reference_frame.iloc[index].reset_index(drop=True), list(reference.numeric),
+                          list(reference.categorical), reference_days.iloc[index].reset_index(drop=True))
+    if cache is not None:
+        cache[key] = ref
+    return ref, note
 
 
 def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference, t: DriftThresholds,
               max_window_days: int, first_judged_day: dt.date, importance: Mapping[str, float] | None = None,
               golden: Reference | None = None, golden_stale_psi: float = 0.2,
               reference_scores: np.ndarray | None = None, scores: Mapping[str, np.ndarray] | None = None,
-              threshold: float = 0.5) -> DayVerdict:
+              threshold: float = 0.5, reference_frame: pd.DataFrame | None = None,
+              reference_days: pd.Series | None = None, calendar_cache: dict | None = None) -> DayVerdict:
     """Judge `day` from the feature frames of it and the days before it (`frames`: day -> features).
 
     `scores` (day -> the serving model's scores) and `reference_scores` give M2 prediction drift;
-    `golden` (the current golden set, profiled) gives M6 staleness.
+    `golden` (the current golden set, profiled) gives M6 staleness; `reference_frame` / `reference_days`
+    (the reference rows and their days) let a day be compared with the reference days of its own calendar.
     """
     if dt.date.fromisoformat(day) < first_judged_day:
         return DayVerdict(day, WARM_UP, len(frames.get(day, ())), day, day, 1, [
             f"warm-up: windowed features saw less than their longest window of history before "
             f"{first_judged_day.isoformat()}; not comparable with the reference"])
-    window = pool_days(day, frames, t.min_rows, max_window_days, first_judged_day)
+    window, outsized = pool_days(day, frames, t.min_rows, max_window_days, first_judged_day)
     pooled = pd.concat([frames[d] for d in window], ignore_index=True) if window else pd.DataFrame()
     first, last = (window[-1], window[0]) if window else (day, day)
     if len(pooled) < t.min_rows:
         return DayVerdict(day, NOT_JUDGED, len(pooled), first, last, len(window), [
             f"{len(pooled)} rows in {len(window)} day(s) ({first} .. {last}) < min_rows {t.min_rows} (at most "
-            f"max_window_days {max_window_days} days pooled): too few rows to judge drift"])
-    features = feature_drift(reference, pooled, t, importance)
+            f"max_window_days {max_window_days} days pooled): too few rows to judge drift"
+            + (f"; outsized day(s) {', '.join(outsized)} (over {OUTSIZED}x a typical day) left out" if outsized
+               else "")])
+    matched, calendar_note = matched_reference(reference, reference_frame, reference_days, pooled, t.min_rows,
+                                               calendar_cache)
+    features = feature_drift(matched, pooled, t, importance)
+    # Calendar features themselves are judged against the whole reference (they are constant by design there).
+    if matched is not reference:
+        calendar = set(calendar_features(reference))
+        whole = {f.feature: f for f in feature_drift(reference, pooled, t, importance) if f.feature in calendar}
+        features = [whole.get(f.feature, f) for f in features]
     if len(window) == 1:
         previous = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
         if previous in frames and dt.date.fromisoformat(previous) >= first_judged_day:
@@ -110,7 +201,8 @@ def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference
                     f.status = "bug"
                     f.reasons.append(steps[f.feature])
     summary = summarize(features, t)
-    verdict = DayVerdict(day, summary.status, len(pooled), first, last, len(window), list(summary.reasons),
+    verdict = DayVerdict(day, summary.status, len(pooled), first, last, len(window),
+                         list(summary.reasons) + ([calendar_note] if calendar_note else []),
                          summary.max_psi, summary.weighted_drift_score, summary.drifted_features,
                          summary.watched_features, summary.bug_features, summary=summary)
     if summary.status == "act":
@@ -118,7 +210,9 @@ def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference
             f"{f.feature} (PSI {f.psi:.3f}, importance {f.importance:.0%})" for f in features
             if f.feature in summary.drifted_features))
     if len(window) > 1:
-        verdict.reasons.append(f"judged on {len(pooled)} rows pooled over {len(window)} days ({first} .. {last})")
+        verdict.reasons.append(f"judged on {len(pooled)} rows pooled over {len(window)} days ({first} .. {last})"
+                               + (f"; outsized day(s) {', '.join(outsized)} (over {OUTSIZED}x a typical day) left out"
+                                  if outsized else ""))
     if golden is not None:
         stale = [f for f in feature_drift(golden, pooled, t, importance)
                  if f.status not in ("not_judged", "bug") and not math.isnan(f.psi) and f.importance >= t.min_importance]

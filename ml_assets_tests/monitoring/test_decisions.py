@@ -32,8 +32,8 @@ def frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
 def test_a_tiny_day_is_judged_together_with_the_days_before_it():
     rng = np.random.default_rng(1)
     frames = {day(i): frame(rng, 48) for i in range(30)}  # 48 rows a day, like half-hourly market data
-    window = pool_days(day(29), frames, min_rows=1000, max_days=30, first_judged_day=START)
-    assert window[0] == day(29) and len(window) == 21  # 21 x 48 = 1008 rows
+    window, outsized = pool_days(day(29), frames, min_rows=1000, max_days=30, first_judged_day=START)
+    assert window[0] == day(29) and len(window) == 21 and outsized == []  # 21 x 48 = 1008 rows
     reference = build_reference(frame(rng, 5000), ["amount"], ["channel"])
     verdict = judge_day(day(29), frames, reference, T, 30, START)
     assert verdict.status == "stable" and verdict.rows == 1008 and verdict.window_days == 21
