@@ -134,3 +134,27 @@ def test_runs_executed_in_process_alert_through_the_sensor_tick_as_the_daemon_ru
                                                      definitions=defs, resources=defs.resources))
     (alert,) = read_alerts(tmp_path / "alerts.jsonl")
     assert alert["run_id"] == result.run_id and "disk full" in alert["error"]
+
+
+def test_a_retrain_whose_worker_died_does_not_block_the_next_trigger(sensor, monkeypatch):
+    """A run left STARTED by a worker that was killed (kill -9, a lost node) is not in flight: run monitoring
+    marks it failed (test_run_monitoring.py); until it does, the sensor presumes it dead once it has been silent
+    for PRESUMED_DEAD_AFTER_S, so one killed retrain cannot block every later one."""
+    tags = {sensors.CHAMPION_TAG: "3", sensors.AS_OF_TAG: "2026-02-16"}
+
+    @dg.op
+    def long_step():
+        pass
+
+    job = dg.JobDefinition(graph_def=dg.GraphDefinition("retrain", node_defs=[long_step]), name="retrain")
+    with dg.instance_for_test() as instance:
+        world(instance, declining=True)
+        run = instance.create_run_for_job(job, tags=tags)
+        instance.handle_run_event(run.run_id, dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.RUN_START.value, job_name="retrain", message="started"))
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+        held = tick(sensor, instance)
+        assert not held.run_requests and "already queued or running" in held.skip_message
+        later = sensors.time.time() + sensors.PRESUMED_DEAD_AFTER_S + 60
+        monkeypatch.setattr(sensors.time, "time", lambda: later)
+        assert tick(sensor, instance).run_requests, "a silent STARTED run is presumed dead"

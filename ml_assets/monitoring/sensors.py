@@ -56,8 +56,10 @@ def last_retrain(instance: dg.DagsterInstance, job_name: str, champion_version: 
     as_of = run.tags.get(AS_OF_TAG, "")
     if run.status in ACTIVE:
         records = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
-        last_event = records[0].event_log_entry.timestamp if records else 0.0
-        if time.time() - last_event > PRESUMED_DEAD_AFTER_S:
+        record = instance.get_run_record_by_id(run.run_id)
+        last_activity = max(records[0].event_log_entry.timestamp if records else 0.0,
+                            record.update_timestamp.timestamp() if record and record.update_timestamp else 0.0)
+        if time.time() - last_activity > PRESUMED_DEAD_AFTER_S:
             return LastRetrain(run.run_id, "failure", as_of)  # its worker is gone; it is not in flight
         return LastRetrain(run.run_id, "active", as_of)
     if run.status == dg.DagsterRunStatus.SUCCESS or refused_at_the_gates(instance, run.run_id):
