@@ -106,7 +106,9 @@ def summary(settings: Settings) -> str:
     import pandas as pd
 
     from ml_assets.contract import load_contract
+    from ml_assets.datasets.lake import current_golden_version
     from ml_assets.ingestion.ingest import read_partitions
+    from ml_assets.monitoring.lake import read_verdict
     from ml_assets.registry.mlflow_registry import CHAMPION, Registry
     from ml_assets.storage import LocalStore
 
@@ -121,7 +123,7 @@ def summary(settings: Settings) -> str:
     champ = registry.alias(CHAMPION)
     if champ:
         t = champ.tags
-        gv = contract.datasets.golden.version
+        gv = current_golden_version(lake, contract)
         lines.append(f"champion: {champ.name} v{champ.version}  golden set {gv}: "
                      f"ROC AUC {float(t.get(f'golden_{gv}_roc_auc', 'nan')):.4f}, precision "
                      f"{float(t.get(f'golden_{gv}_precision', 'nan')):.3f}, "
@@ -129,27 +131,22 @@ def summary(settings: Settings) -> str:
         lines.append(f"aliases: {registry.aliases()}")
     else:
         lines.append("champion: none (no model passed the gates)")
-    drift_keys = sorted(k for k in lake.list("drift_report") if k.endswith(".parquet"))
-    if drift_keys:
-        lines.append("drift status per day (max PSI, drifted features):")
-        warmup: list[str] = []
-        warmup_at = len(lines)
-        for k in drift_keys:
-            table = lake.read_parquet(k)
-            worst = table.sort_values("psi", ascending=False).iloc[0]
-            status = max(table["status"], key=["stable", "watch", "act", "bug"].index)
-            drifted = table[table["status"].isin(["act", "bug"])]["feature"].tolist()
-            day = Path(k).stem
-            if dt.date.fromisoformat(day) < contract.first_complete_day:
-                warmup.append(day)
-                continue
-            lines.append(f"  {day}  {status:<6}  max PSI {worst['psi']:.3f} ({worst['feature']})"
-                         + (f"  drifted: {', '.join(drifted)}" if drifted else ""))
+    days = sorted(k.rsplit("/", 1)[-1].removesuffix(".json") for k in lake.list("drift_report") if k.endswith(".json"))
+    if days:
+        lines.append("drift verdict per day (rows judged, max PSI, what drove it):")
+        verdicts = [read_verdict(lake, day) for day in days]
+        warmup = [v["day"] for v in verdicts if v["status"] == "warm_up"]
         if warmup:
-            lines.insert(warmup_at, f"  {warmup[0]} .. {warmup[-1]}  warm-up: less than a full window of history, "
-                                    "not judged")
+            lines.append(f"  {warmup[0]} .. {warmup[-1]}  warm-up: less than a full window of history, not judged")
+        for v in verdicts:
+            if v["status"] == "warm_up":
+                continue
+            psi = f"max PSI {v['max_psi']:.3f}" if v.get("max_psi") is not None else "max PSI -"
+            drove = ", ".join(v.get("drifted_features") or v.get("bug_features") or [])
+            lines.append(f"  {v['day']}  {v['status']:<10}  {v['rows']:>6} rows  {psi}" + (f"  {drove}" if drove
+                                                                                            else ""))
     perf = read_partitions(lake, "model_performance")
-    if not perf.empty:
+    if not perf.empty and "roc_auc" in perf:
         perf = perf[perf["roc_auc"].notna()]
         if len(perf):
             aucs = pd.to_numeric(perf["roc_auc"])
@@ -169,6 +166,10 @@ STATIC_DEMO = {"scenario": "none", "days": 30, "cards": 4000}
 def cmd_demo(args: argparse.Namespace) -> int:
     """The story by default (a replay: stable weeks, drift, decline, one retrain, recovery); --static runs the
     whole graph once over the simulated days instead."""
+    if args.no_simulate and not args.static:
+        # The story needs the simulator's drift; with your own files, one run of the whole graph (or
+        # `ml-assets replay --source DIR` to play them day by day).
+        args.static = True
     if not args.static:
         return cmd_replay(args)
     for k, v in STATIC_DEMO.items():  # the story's defaults do not apply to a static run

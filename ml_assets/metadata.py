@@ -136,10 +136,12 @@ def partitioned_check(context: dg.AssetExecutionContext, asset: str, check_name:
     key = dg.AssetKey.from_coercible(asset)
     failed = {p: o.description for p, o in outcomes.items() if not o.passed}
     if len(outcomes) > 1:
+        targets = _materializations(context, key, list(outcomes))
         for partition, o in outcomes.items():
             context.log_event(dg.AssetCheckEvaluation(
                 asset_key=key, check_name=check_name, passed=o.passed, partition=partition, severity=severity,
-                description=o.description, metadata={**shared, **_plain(o.metadata)}))
+                description=o.description, metadata={**shared, **_plain(o.metadata)},
+                target_materialization_data=targets.get(partition)))
     if len(outcomes) == 1:
         (partition, o), = outcomes.items()
         description, extra = o.description, _plain(o.metadata)
@@ -152,6 +154,25 @@ def partitioned_check(context: dg.AssetExecutionContext, asset: str, check_name:
         description=description[:2000],
         metadata={**shared, **extra, "failed_partitions": ", ".join(failed) or "none"},
     )
+
+
+def _materializations(context: dg.AssetExecutionContext, key: dg.AssetKey, partitions: list[str]) -> dict:
+    """This run's materialization of each partition, so each per-partition evaluation judges (and is recorded
+    against) that exact materialization: Dagster then knows the outcome is current until the partition is
+    materialized again. Called after the asset's result was yielded, when those materializations exist."""
+    # The one non-public name this module uses: Dagster 1.13 exports no public constructor for an evaluation's
+    # target (the AssetCheckResult it builds itself fills it in, for one-partition runs only).
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData as Target,
+    )
+
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=partitions), limit=len(partitions) * 2).records
+    out: dict = {}
+    for r in records:  # newest first
+        if r.run_id == context.run.run_id and r.partition_key not in out:
+            out[r.partition_key] = Target(storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
+    return out
 
 
 def _plain(metadata: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -149,9 +149,9 @@ class Replay:
 
     def sensor_tick(self, name: str) -> tuple[list[dg.RunRequest], str]:
         sensor = self.defs.resolve_sensor_def(name)
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(name), sensor_name=name,
-                                          definitions=self.defs, resources=self.defs.resources)
-        data = sensor.evaluate_tick(context)
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(name), sensor_name=name,
+                                     definitions=self.defs, resources=self.defs.resources) as context:
+            data = sensor.evaluate_tick(context)
         self.cursors[name] = data.cursor if data.cursor is not None else self.cursors.get(name)
         reason = data.skip_message or ""
         requests = [r for r in (data.run_requests or []) if isinstance(r, dg.RunRequest)]

@@ -69,3 +69,18 @@ def test_a_single_partition_run_records_the_partition_natively():
         (evaluation,) = _evaluations(instance)
         assert evaluation.partition == "2026-01-02" and evaluation.passed
         assert evaluation.metadata["day"].value == 2
+
+
+def test_per_partition_outcomes_of_a_range_run_are_current_for_their_partition():
+    with dg.instance_for_test() as instance:
+        dg.materialize([daily], instance=instance, raise_on_error=False, tags={
+            "dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-04"})
+        key = dg.AssetCheckKey(dg.AssetKey("daily"), "even_day")
+        infos = {i.partition_key: i for i in instance.event_log_storage.get_asset_check_partition_info([key])
+                 if i.partition_key is not None}  # the run's own result has no partition
+        assert set(infos) == {"2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"}
+        assert all(i.is_current for i in infos.values()), "each judged its own partition's materialization"
+        dg.materialize([daily], instance=instance, partition_key="2026-01-02")
+        infos = {i.partition_key: i for i in instance.event_log_storage.get_asset_check_partition_info([key])
+                 if i.partition_key is not None}
+        assert all(i.is_current for i in infos.values())
