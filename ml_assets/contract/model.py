@@ -172,6 +172,8 @@ class Drift(_Strict):
     # M5: a day-to-day jump of PSI >= psi_bug right after a stable day is a step, which points to a bug. It is
     # judged only when both days hold min_rows rows each: pooled tiny days cannot show a step.
     psi_bug: float = 0.5
+    # A step that holds this many days at its new level is taken for the new normal (drift) rather than a bug.
+    step_accept_days: int = Field(default=7, ge=1)
     ks_pvalue: float = 0.05
     chi2_pvalue: float = 0.05
     # Statistics on a few dozen rows are noise: a day with fewer rows is judged together with the days before it,

@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from ml_assets.alerts import Alert
 from ml_assets.contract import Contract
 from ml_assets.datasets.assets import load_golden
 from ml_assets.ingestion.ingest import lake_key
@@ -24,7 +25,7 @@ from ml_assets.monitoring.scoring import load_champion, score, threshold_of
 from ml_assets.monitoring.verdict import judge_day
 from ml_assets.registry.importance import from_tags as importance_from_tags
 from ml_assets.registry.promotion import baseline, golden_tag
-from ml_assets.resources import MLflowResource, StorageResource
+from ml_assets.resources import AlertSinkResource, MLflowResource, StorageResource
 
 GROUP = "monitoring"
 REPORT_STATUSES = ("act", "bug", "watch")
@@ -92,7 +93,8 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         "feature weighted by the model's importance (M1), prediction drift (M2), bug-vs-drift signals (M5), distance "
         "from the golden set (M6); small days are judged together with the days before them. The sensor reads it.",
     )
-    def drift_report(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
+    def drift_report(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource,
+                     alerts: AlertSinkResource):
         store = lake.get_store()
         registry = mlflow.registry()
         model, version, _ = load_champion(registry)
@@ -110,10 +112,18 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         drift_outcomes, bug_outcomes, per = {}, {}, []
         for pk in context.partition_keys:
             frames = mlake.window_frames(store, pk, d.max_window_days)
+            before = (dt.date.fromisoformat(pk) - dt.timedelta(days=1)).isoformat()
+            previous = mlake.read_verdict(store, before)
             verdict = judge_day(pk, frames, reference, thresholds, d.max_window_days, contract.first_complete_day,
                                 importance, golden_ref, d.golden_stale_psi, ref_scores,
                                 mlake.window_scores(store, list(frames)), threshold, reference_frame,
-                                reference_days, calendar_cache)
+                                reference_days, calendar_cache, previous, d.step_accept_days)
+            if verdict.status == "bug" and (previous or {}).get("status") != "bug":
+                # M5: a broken pipeline alerts once per episode (the day it starts), whatever the trigger.
+                alerts.send(Alert(kind="pipeline_bug", summary=f"drift_report {pk}: signs of a broken pipeline, "
+                                  f"not drift: {'; '.join(verdict.reasons)}"[:400], run_id=context.run.run_id,
+                                  job=context.job_name, steps=["drift_report"],
+                                  details={"day": pk, "bug_features": verdict.bug_features}))
             history = mlake.feature_history(store, pk)
             if history:
                 verdict.reasons.append("windowed features computed without history that failed ingestion: "

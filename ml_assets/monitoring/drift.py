@@ -502,7 +502,7 @@ def normalized_importance(features: Iterable[str], importance: Mapping[str, floa
 
 
 def step_reasons(reference: Reference, previous: pd.DataFrame, current: pd.DataFrame,
-                 t: DriftThresholds) -> dict[str, str]:
+                 t: DriftThresholds, require_stable_before: bool = True) -> dict[str, str]:
     """M5 step: features whose distribution jumped by PSI >= psi_bug from the previous day to this one
     while the previous day was stable against the reference. Needs min_rows on both days."""
     if len(previous) < t.min_rows or len(current) < t.min_rows:
@@ -523,7 +523,8 @@ def step_reasons(reference: Reference, previous: pd.DataFrame, current: pd.DataF
         if pr.constant:
             continue
         jump = _numeric_psi(pr, cur_cols[name]) if kind == "numeric" else _categorical_psi(pr.column, cur_cols[name])
-        if not math.isnan(then) and then < t.psi_watch and not math.isnan(jump) and jump >= t.psi_bug:
+        stable_before = not math.isnan(then) and then < t.psi_watch
+        if (stable_before or not require_stable_before) and not math.isnan(jump) and jump >= t.psi_bug:
             out[name] = (f"step: PSI {jump:.2f} from the previous day ({len(previous)} rows) to this one "
                          f"({len(current)} rows), after a stable day (PSI {then:.3f} vs the reference); >= psi_bug "
                          f"{t.psi_bug}")

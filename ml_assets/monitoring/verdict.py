@@ -47,6 +47,7 @@ class DayVerdict:
     golden_stale_features: list[str] = field(default_factory=list)
     prediction: dict = field(default_factory=dict)
     summary: DriftSummary | None = None
+    step: dict | None = None  # an open M5 step: since, anchor (the last day before it), features
 
     @property
     def judged(self) -> bool:
@@ -159,12 +160,36 @@ def _stratified(reference, reference_frame, reference_days, chosen, shares, matc
     return ref, note
 
 
+def open_step(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference, pooled: pd.DataFrame,
+              t: DriftThresholds, previous_record: dict | None, accept_days: int) -> dict | None:
+    """An M5 step stays a bug while the data stays at the new level: a unit switched upstream (cents for
+    euros) is as wrong on its tenth day as on its first. Compared with the last day before the step; closed
+    when the day is back (PSI below psi_bug against that day); after `accept_days` at the new level it is
+    taken for the new normal (drift), on the understanding that the alert of its first day was looked at."""
+    step = (previous_record or {}).get("step")
+    if not step or step.get("accepted") or step["anchor"] not in frames:
+        return None
+    anchor = frames[step["anchor"]]
+    held = step_reasons(reference, anchor, pooled, t, require_stable_before=False)
+    still = {f: why for f, why in held.items() if f in step["features"]}
+    if not still:
+        return None
+    days = (dt.date.fromisoformat(day) - dt.date.fromisoformat(step["since"])).days
+    out = {**step, "reasons": {f: f"the step of {step['since']} persists: {why}" for f, why in still.items()},
+           "features": sorted(still)}
+    if days >= accept_days:
+        out["accepted"] = (f"the step of {', '.join(sorted(still))} since {step['since']} has held for {days} days "
+                           f"(>= step_accept_days {accept_days}): judged as the new normal, i.e. drift")
+    return out
+
+
 def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference, t: DriftThresholds,
               max_window_days: int, first_judged_day: dt.date, importance: Mapping[str, float] | None = None,
               golden: Reference | None = None, golden_stale_psi: float = 0.2,
               reference_scores: np.ndarray | None = None, scores: Mapping[str, np.ndarray] | None = None,
               threshold: float = 0.5, reference_frame: pd.DataFrame | None = None,
-              reference_days: pd.Series | None = None, calendar_cache: dict | None = None) -> DayVerdict:
+              reference_days: pd.Series | None = None, calendar_cache: dict | None = None,
+              previous_record: dict | None = None, step_accept_days: int = 7) -> DayVerdict:
     """Judge `day` from the feature frames of it and the days before it (`frames`: day -> features).
 
     `scores` (day -> the serving model's scores) and `reference_scores` give M2 prediction drift;
@@ -192,19 +217,28 @@ def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference
         calendar = set(calendar_features(reference))
         whole = {f.feature: f for f in feature_drift(reference, pooled, t, importance) if f.feature in calendar}
         features = [whole.get(f.feature, f) for f in features]
+    step = None
     if len(window) == 1:
-        previous = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
-        if previous in frames and dt.date.fromisoformat(previous) >= first_judged_day:
-            steps = step_reasons(reference, frames[previous], pooled, t)
+        step = open_step(day, frames, reference, pooled, t, previous_record, step_accept_days)
+        if step is None:
+            previous = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+            if previous in frames and dt.date.fromisoformat(previous) >= first_judged_day:
+                steps = step_reasons(reference, frames[previous], pooled, t)
+                if steps:
+                    step = {"since": day, "anchor": previous, "features": sorted(steps), "reasons": steps}
+        if step is not None and not step.get("accepted"):
             for f in features:
-                if f.feature in steps and f.status != "not_judged":
+                if f.feature in step["features"] and f.status != "not_judged":
                     f.status = "bug"
-                    f.reasons.append(steps[f.feature])
+                    f.reasons.append(step["reasons"][f.feature])
     summary = summarize(features, t)
     verdict = DayVerdict(day, summary.status, len(pooled), first, last, len(window),
                          list(summary.reasons) + ([calendar_note] if calendar_note else []),
                          summary.max_psi, summary.weighted_drift_score, summary.drifted_features,
-                         summary.watched_features, summary.bug_features, summary=summary)
+                         summary.watched_features, summary.bug_features, summary=summary,
+                         step={k: v for k, v in step.items() if k != "reasons"} if step else None)
+    if step and step.get("accepted"):
+        verdict.reasons.append(step["accepted"])
     if summary.status == "act":
         verdict.reasons.append("drift on features the model relies on: " + ", ".join(
             f"{f.feature} (PSI {f.psi:.3f}, importance {f.importance:.0%})" for f in features

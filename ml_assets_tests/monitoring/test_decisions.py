@@ -194,3 +194,27 @@ def test_the_first_retrain_of_an_episode_waits_for_enough_days_of_the_new_regime
 def test_a_decline_of_a_model_that_no_longer_serves_does_not_trigger():
     stale = evidence(**DECLINE, performance_model_version="1", champion_version="2")
     assert not retrain_decision(stale, "decline", 7, None).retrain
+
+
+def test_a_step_stays_a_bug_while_it_holds_and_becomes_the_new_normal_after_step_accept_days():
+    """Amounts switched to cents upstream (in the contract's domain, so ingestion let them through): the first
+    day is a step after a stable run, the days after it stay a bug while the level holds, and after
+    step_accept_days the level is the new normal (drift). Back to the old level closes it."""
+    rng = np.random.default_rng(9)
+    reference = build_reference(frame(rng, 5000), ["amount"], ["channel"])
+    frames = {day(0): frame(rng, 2000)}
+    frames.update({day(i): frame(rng, 2000, shift=2.0) for i in range(1, 10)})
+    frames[day(10)] = frame(rng, 2000)
+    statuses, record = [], None
+    for i in range(11):
+        v = judge_day(day(i), frames, reference, T, 14, START, previous_record=record, step_accept_days=7)
+        record = v.record()
+        statuses.append(v.status)
+        if i == 1:
+            assert "step" in v.reasons[0] and v.step["anchor"] == day(0)
+        if i == 4:
+            assert any("the step of " + day(1) + " persists" in r for r in v.reasons)
+        if i == 8:
+            assert any("new normal" in r for r in v.reasons)
+    assert statuses[0] == "stable" and statuses[1:8] == ["bug"] * 7 and statuses[8:10] == ["act", "act"]
+    assert statuses[10] == "stable"
