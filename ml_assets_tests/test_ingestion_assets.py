@@ -2,18 +2,20 @@
 all-or-nothing backfills (D6), a flaky and a dead source (D7), and cross-run refusal of failed partitions."""
 
 import datetime as dt
+import io
 import json
+import os
 import time
 
 import dagster as dg
-import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from ml_assets.contract import load_contract
 from ml_assets.ingestion.ingest import read_partitions
 from ml_assets.resources import StorageResource
 from ml_assets.simulate.generator import SimulationConfig, simulate
-from ml_assets.storage import LocalStore, ObjectStore
+from ml_assets.storage import LocalStore, ObjectStore, table_to_parquet_bytes
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.harness import Graph, check_outcomes, failure_messages, materialized_partitions
 
@@ -50,7 +52,7 @@ def test_rematerializing_a_partition_gives_byte_identical_output(contract, landi
     assert f"raw_transactions/{DAYS[0]}.parquet" in before and f"quarantine/raw_transactions/{DAYS[0]}.parquet" in before
     assert before == after, "a second run of the same partition rewrote identical bytes"
     meta = second.asset_materializations_for_node("raw_transactions")[0].metadata
-    assert meta["redelivered_partitions"].value == DAYS[0]
+    assert meta["redelivered_partitions"].value == DAYS[0] and meta["redelivery"].value is True
     assert meta["rows_delivered"].value == meta["rows_valid"].value + meta["rows_quarantined"].value
 
 
@@ -87,10 +89,11 @@ def test_the_same_content_twice_in_one_backfill_is_refused(contract, landing, tm
 class LossyLake(LocalStore):
     """A lake whose staged writes silently lose the last row of the valid data: the D6 fault."""
 
-    def write_parquet(self, key: str, df: pd.DataFrame) -> str:
+    def write_bytes(self, key: str, data: bytes) -> None:
         if key.startswith("staging/") and "/quarantine/" not in key and key.endswith(f"{DAYS[1]}.parquet"):
-            df = df.iloc[:-1]
-        return super().write_parquet(key, df)
+            table = pq.read_table(io.BytesIO(data))
+            data = table_to_parquet_bytes(table.slice(0, table.num_rows - 1))
+        super().write_bytes(key, data)
 
 
 class LossyLakeResource(StorageResource):
@@ -205,6 +208,16 @@ def test_check_outcomes_are_recorded_next_to_each_partition(contract, landing, t
         result = g.materialize([g.raw_transactions], instance, DAYS[0])
     store = LocalStore(g.lake_dir)
     status = json.loads(store.read_bytes(f"ingestion_status/raw_transactions/{DAYS[0]}.json"))
-    assert status["passed"] and set(status["checks"]) == {"schema_contract", "null_rates", "baseline_stats"}
+    assert status["passed"] and set(status["checks"]) == {"schema_contract", "null_rates", "baseline_stats",
+                                                          "baseline_drift", "row_volume"}
     assert status["run_id"] == result.run_id
     assert {name for (_, name), ev in check_outcomes(result).items() if ev.passed} == set(status["checks"])
+    assert not status["checks"]["baseline_drift"]["blocking"] and status["checks"]["row_volume"]["blocking"]
+    assert oct(LocalStore(g.lake_dir).path(f"raw_transactions/{DAYS[0]}.parquet").stat().st_mode & 0o777) == \
+        oct(0o666 & ~_umask()), "lake files are readable by others (0644 under umask 022), not mkstemp's 0600"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
