@@ -221,3 +221,34 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_a_label_of_a_quarantined_record_is_quarantined_and_only_never_delivered_ids_fail(contract, tmp_path):
+    simulate(tmp_path / "landing", SimulationConfig(start_date=dt.date(2026, 1, 1), days=4, n_cards=300))
+    tx = tmp_path / "landing" / "transactions" / "2026-01-01.csv"
+    lines = tx.read_bytes().decode().splitlines(keepends=True)
+    bad_id = lines[5].split(",")[0]
+    fields = lines[5].split(",")
+    fields[3] = "-1"  # amount: outside the contract's domain -> quarantined
+    lines[5] = ",".join(fields)
+    tx.write_text("".join(lines))
+    g = Graph(contract, tmp_path)
+    store = LocalStore(g.lake_dir)
+    with dg.instance_for_test() as instance:
+        assert g.materialize([g.raw_transactions], instance, "2026-01-01", "2026-01-04").success
+        result = g.materialize([g.raw_labels], instance, "2026-01-04")
+        assert result.success, failure_messages(result)
+        match = check_outcomes(result)[("raw_labels", "labels_match_records")]
+        assert match.passed and "1 labels of quarantined records were quarantined with them" in match.description
+        q = store.read_parquet("quarantine/raw_labels/2026-01-04.parquet")
+        assert q["transaction_id"].tolist() == [bad_id]
+        assert "quarantined at ingestion of raw_transactions 2026-01-01" in q["_reason"].iloc[0]
+        # A label for a record that was never delivered still fails the check, and blocks consumers.
+        labels = tmp_path / "landing" / "labels" / "2026-01-04.csv"
+        labels.write_text(labels.read_text() + "tx_never_delivered,1\n")
+        result = g.materialize([g.raw_labels], instance, "2026-01-04")
+        assert not result.success
+        match = check_outcomes(result)[("raw_labels", "labels_match_records")]
+        assert not match.passed and "1 labels without a delivered record" in match.description
+    status = json.loads(store.read_bytes("ingestion_status/raw_labels/2026-01-04.json"))
+    assert not status["passed"] and status["delivered"] == status["valid"] + status["quarantined"]

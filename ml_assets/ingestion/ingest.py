@@ -44,6 +44,7 @@ from ml_assets.ingestion.validate import (
     SUPPORTED_FORMATS,
     IngestionError,
     LandingFileError,
+    OutsidePartition,
     ValidationResult,
     label_columns,
     read_landing_file,
@@ -306,7 +307,11 @@ def stage_partition(kind: str, landing: ObjectStore, lake: ObjectStore, contract
                                     f"Nothing from this run was published; ask the upstream for the real "
                                     f"{partition} delivery.")
     if kind == "records":
-        result = validate_records(raw, contract, source, partition)
+        try:
+            result = validate_records(raw, contract, source, partition)
+        except OutsidePartition:
+            _refuse_if_redelivered(raw, lake, asset, contract, partition, in_run, source)
+            raise
     else:
         result = validate_labels(raw, contract, source)
     reused = _quarantine_reused_ids(result, lake, asset, contract, partition, in_run, source)
@@ -356,6 +361,34 @@ def _check_manifest(manifest: dict, source: str, sha: str, rows: int, size: int)
                                f"{rows} rows", "The file was left in the landing zone.")
 
 
+def _refuse_if_redelivered(raw: pa.Table, lake: ObjectStore, asset: str, contract: Contract, partition: str,
+                           in_run: list[IngestReport], source: str) -> None:
+    """A file of another day's records: say so plainly when that day was already ingested (D5)."""
+    rid = contract.record_id
+    if rid not in raw.column_names or not raw.num_rows:
+        return
+    text = raw.column(rid).combine_chunks()
+    text = text.dictionary_decode() if pa.types.is_dictionary(text.type) else text
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        return
+    text = text.cast(pa.string())
+    rows = np.flatnonzero(text.is_valid().to_numpy(zero_copy_only=False))
+    staged = {r.partition: (r.id_hashes, r.staged_key) for r in in_run if r.id_hashes is not None}
+    published = [p for p in ids.indexed_partitions(lake, asset) if p != partition and p not in staged]
+    found = ids.reused_ids(lake, asset, rid, text, ids.hash_text(text)[rows], rows, published, staged)
+    if found and len(np.unique(np.concatenate(list(found.values())))) == len(rows):
+        _raise_redelivery(source, partition, rid, len(rows), found)
+
+
+def _raise_redelivery(source: str, partition: str, rid: str, total: int, found: dict[str, np.ndarray]) -> None:
+    where = ", ".join(f"{p} ({len(r)} rows)" for p, r in sorted(found.items()))
+    raise DuplicateDelivery(
+        f"{source}: expected new records for partition {partition}; found that all {total} rows carry "
+        f"{rid}s already ingested in partition(s) {where}: a re-delivery of that content in other bytes. "
+        f"Nothing was ingested; the file was left in the landing zone. Ask the upstream for the real "
+        f"{partition} delivery.")
+
+
 def _quarantine_reused_ids(result: ValidationResult, lake: ObjectStore, asset: str, contract: Contract,
                            partition: str, in_run: list[IngestReport], source: str) -> dict[str, int]:
     """Quarantine valid rows whose record id was already ingested in another partition (D5)."""
@@ -375,12 +408,7 @@ def _quarantine_reused_ids(result: ValidationResult, lake: ObjectStore, asset: s
         return {}
     total = len(np.unique(np.concatenate(list(found.values()))))
     if total == len(valid_rows):
-        where = ", ".join(f"{p} ({len(r)} rows)" for p, r in sorted(found.items()))
-        raise DuplicateDelivery(
-            f"{source}: expected new records for partition {partition}; found that all {total} valid rows carry "
-            f"{rid}s already ingested in partition(s) {where}: a re-delivery of that content in other bytes. "
-            f"Nothing was ingested; the file was left in the landing zone. Ask the upstream for the real "
-            f"{partition} delivery.")
+        _raise_redelivery(source, partition, rid, total, found)
     counts = {}
     for p, rows in sorted(found.items()):
         shown = id_text.take(pa.array(rows)).to_pylist()

@@ -38,6 +38,7 @@ REASONS = {
                  "empty for a missing value)",
     "overflow": "is outside the float64 range",
     "underflow": "is too small for a float64 to hold at full precision (it would become 0.0 or a subnormal)",
+    "inexact": "is an integer beyond 2**53, which a float64 cannot hold exactly",
     "int": "is not a valid int",
     "int_range": "is outside the int64 range",
     "not_integral": "is not an integer",
@@ -440,7 +441,7 @@ def parse_datetime(arr: pa.Array, naive_policy: str) -> tuple[pa.Array, np.ndarr
     naive = np.zeros(n, dtype=bool)
     codes[~empty & ((lengths < 10) | (lengths > _MAX_LEN))] = C["datetime"]
     todo = ~empty & (codes == 0)
-    if todo.all() and (lengths == lengths[0]).all():
+    if n and todo.all() and (lengths == lengths[0]).all():
         groups = [(int(lengths[0]), None)]  # the usual case: one form, no copy
     else:
         groups = [(int(length), np.flatnonzero(todo & (lengths == length))) for length in np.unique(lengths[todo])]
@@ -497,10 +498,10 @@ def from_typed(arr: pa.Array, dtype: str, naive_policy: str) -> tuple[pa.Array, 
         if pa.types.is_decimal(t):
             return parse_float(as_text(arr.cast(pa.string())))
         if pa.types.is_integer(t):
-            big = pc.fill_null(pc.greater(pc.abs(arr.cast(pa.float64())), float(_MAX_SAFE_INT)), False)
-            bad = big.to_numpy(zero_copy_only=False)
-            codes[bad] = C["overflow"]
-            values = pc.if_else(big, pa.scalar(None, pa.float64()), arr.cast(pa.float64(), safe=False))
+            v = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False)
+            bad = (v > _MAX_SAFE_INT) | ((v < -_MAX_SAFE_INT) if v.dtype.kind == "i" else False)
+            codes[bad] = C["inexact"]
+            values = pc.if_else(pa.array(bad), pa.scalar(None, pa.float64()), arr.cast(pa.float64(), safe=False))
             return values, bad, codes, empty
         v = arr.to_numpy(zero_copy_only=False).astype(np.float64)
         with np.errstate(invalid="ignore"):
@@ -529,8 +530,7 @@ def from_typed(arr: pa.Array, dtype: str, naive_policy: str) -> tuple[pa.Array, 
     if dtype == "bool":
         return arr, np.zeros(n, dtype=bool), codes, empty
     if dtype == "datetime":
-        raw = arr.cast(pa.int64()).to_numpy(zero_copy_only=False)
-        raw = np.where(empty, 0, raw)
+        raw = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
         if t.unit == "ns":
             sub = ~empty & (raw % 1000 != 0)
             codes[sub] = C["sub_us"]

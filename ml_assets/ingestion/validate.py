@@ -54,6 +54,10 @@ class LandingFileError(IngestionError, ValueError):
         super().__init__(msg)
 
 
+class OutsidePartition(LandingFileError):
+    """Every event time of a records file lies outside its partition's day (another day's file?)."""
+
+
 @dataclass(frozen=True)
 class Rules:
     """What a file is judged by, beyond its columns: the contract settings that apply to it."""
@@ -459,7 +463,7 @@ def _judge_window(ts: pa.Array, bad: np.ndarray, rules: Rules, source: str, reas
     parsed = ~ts.is_null().to_numpy(zero_copy_only=False)
     if parsed.any() and outside[parsed].all():
         span = pc.min_max(ts)
-        raise LandingFileError(
+        raise OutsidePartition(
             source, f"event times ({rules.timestamp}) in [{start.isoformat()}, {end.isoformat()}) {rules.window_setting}",
             f"all {int(parsed.sum())} parsed event times outside it, from {span['min'].as_py().isoformat()} to "
             f"{span['max'].as_py().isoformat()}",
