@@ -8,7 +8,13 @@ import pytest
 
 from ml_assets.contract import load_contract
 from ml_assets.contract.model import Baseline
-from ml_assets.ingestion.baseline import compare_to_baseline, compute_baseline, load_baseline, wilson_lower, write_baseline
+from ml_assets.ingestion.baseline import (
+    compare_to_baseline,
+    compute_baseline,
+    load_baseline,
+    wilson_lower,
+    write_baseline,
+)
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.ingestion_helpers import Zone, csv_bytes, rows
 

@@ -140,7 +140,7 @@ def test_the_cli_reports_a_bad_contract_in_one_line_without_a_traceback(tmp_path
     import subprocess
     import sys
 
-    code = "from ml_assets.contract import load_contract; load_contract(%r)" % str(tmp_path)
+    code = f"from ml_assets.contract import load_contract; load_contract({str(tmp_path)!r})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert out.stderr.count("Traceback") == 1 and "During handling" not in out.stderr

@@ -15,7 +15,7 @@ from ml_assets.ingestion import ids
 from ml_assets.ingestion.ingest import DuplicateDelivery, SourceMissing, read_status, stage_partition
 from ml_assets.ingestion.validate import LandingFileError
 from ml_assets_tests.conftest import write_contract
-from ml_assets_tests.ingestion_helpers import CONTRACT, COLUMNS, Zone, csv_bytes, parquet_bytes, row, rows, text_table
+from ml_assets_tests.ingestion_helpers import COLUMNS, CONTRACT, Zone, csv_bytes, parquet_bytes, row, rows, text_table
 
 D1, D2, D3 = "2026-01-05", "2026-01-06", "2026-01-07"
 

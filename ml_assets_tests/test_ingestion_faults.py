@@ -26,7 +26,7 @@ from ml_assets.simulate.generator import SimulationConfig, simulate
 from ml_assets.storage import LocalStore, ObjectStore
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.harness import Graph, check_outcomes, failure_messages, materialized_partitions
-from ml_assets_tests.ingestion_helpers import CONTRACT, COLUMNS, Zone, csv_bytes, rows
+from ml_assets_tests.ingestion_helpers import COLUMNS, CONTRACT, Zone, csv_bytes, rows
 
 DAYS = [f"2026-01-{d:02d}" for d in range(1, 7)]
 
