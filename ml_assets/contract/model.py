@@ -290,6 +290,9 @@ class Ingestion(_Strict):
     # D1: a column where more than this share of the non-empty values cannot be accepted has the
     # wrong type as a whole: the file fails instead of quarantining most of its rows.
     wrong_type_share: float = Field(default=0.5, gt=0, le=1)
+    # Text values that mean "missing" in this source (e.g. NULL, N/A). An empty field is always
+    # missing; nothing else is read as missing unless listed here ('NA' may be Namibia).
+    null_markers: list[str] = []
     # Expected volume: a records partition with fewer rows than (1 - volume_drop_max) x the median
     # of the last volume_window_days ingested partitions fails the row_volume check; judged once
     # volume_min_history_days partitions are known. 1.0 turns the check off.

@@ -49,7 +49,7 @@ REASONS = {
     "sub_us": "has digits below the microsecond, which the lake cannot store (timestamps are microseconds)",
     "naive": "has no UTC offset and records.naive_timestamps is 'refuse'",
     "out_of_range_ts": "is outside the years 1678-2260 that downstream (pandas, nanoseconds) can hold",
-    "control": "contains a control character (e.g. NUL): the file may be corrupt",
+    "control": "contains a control character (e.g. NUL, or a tab or line break in an identifier)",
     "whitespace": "has leading or trailing whitespace, which an identifier may not carry",
     "wrong_type": "is of a type the contract does not accept for this column",
 }
@@ -121,6 +121,7 @@ def _byte_table(chars: bytes | range) -> np.ndarray:
 
 
 CONTROL = _byte_table(bytes(c for c in range(32) if c not in (9, 10, 13)))
+ANY_CONTROL = _byte_table(bytes(range(32)))
 _FLOAT_CHARS = _byte_table(b"0123456789.+-eE")
 _INT_CHARS = _byte_table(b"0123456789-")
 _EDGE_SPACE = _byte_table(b" \t\r\n\x0b\x0c")
@@ -170,7 +171,8 @@ def padded(arr: pa.Array, table: np.ndarray | None = None) -> tuple[pa.Array, np
 def text_problems(arr: pa.Array, identifier: bool) -> tuple[np.ndarray, np.ndarray]:
     """(refused mask, reason codes) for text kept exactly as delivered."""
     codes = _codes(len(arr))
-    bad = rows_with_bytes(arr, CONTROL)
+    # Free text may hold tabs and line breaks (quoted CSV fields); an identifier holds none.
+    bad = rows_with_bytes(arr, ANY_CONTROL if identifier else CONTROL)
     codes[bad] = C["control"]
     if identifier:
         first, last, full = _edge_bytes(arr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -68,6 +69,7 @@ class Rules:
     window: tuple[dt.datetime, dt.datetime] | None = None  # [start, end) of accepted event times
     window_setting: str = ""  # how the window came about, for messages
     wrong_type_share: float = 0.5  # ingestion.wrong_type_share
+    null_markers: tuple[str, ...] = ()  # ingestion.null_markers: text that means "missing"
 
 
 @dataclass
@@ -197,7 +199,7 @@ def _read_csv(data: bytes, source: str, columns: dict[str, Column]) -> pa.Table:
                                "a last line without one: the file looks truncated",
                                "Re-deliver the complete file; it was left in the landing zone.")
     body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
-    first = body.split(b"\n", 1)[0].rstrip(b"\r")
+    first = re.split(rb"\r\n|\r|\n", body, maxsplit=1)[0]
     try:
         header = next(csv.reader([first.decode("utf-8")]), [])
     except (UnicodeDecodeError, csv.Error) as e:
@@ -251,6 +253,8 @@ def _as_table(raw: pa.Table | pd.DataFrame) -> pa.Table:
 def _parse(arr: pa.Array, name: str, spec: Column, rules: Rules, source: str):
     if pa.types.is_null(arr.type):
         arr = pa.nulls(len(arr), pa.string())
+    if rules.null_markers:
+        arr = _markers_to_empty(arr, rules.null_markers)
     if pa.types.is_dictionary(arr.type) and (pa.types.is_string(arr.type.value_type)
                                              or pa.types.is_large_string(arr.type.value_type)):
         if spec.dtype == "category":
@@ -281,6 +285,21 @@ def _parse(arr: pa.Array, name: str, spec: Column, rules: Rules, source: str):
     if spec.dtype == "datetime":
         return text.parse_datetime(arr, rules.naive_timestamps)
     raise AssertionError(f"unhandled dtype {spec.dtype}")
+
+
+def _markers_to_empty(arr: pa.Array, markers: tuple[str, ...]) -> pa.Array:
+    """Text equal to a declared null marker becomes an empty field (missing)."""
+    value_set = pa.array(list(markers), type=pa.string())
+    if pa.types.is_dictionary(arr.type) and pa.types.is_string(arr.type.value_type):
+        values = text.as_text(arr.dictionary)
+        hit = pc.fill_null(pc.is_in(values, value_set=value_set), False)
+        if not pc.any(hit).as_py():
+            return arr
+        return pa.DictionaryArray.from_arrays(arr.indices, pc.if_else(hit, "", values))
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return arr
+    hit = pc.fill_null(pc.is_in(arr, value_set=value_set), False)
+    return pc.if_else(hit, "", arr) if pc.any(hit).as_py() else arr
 
 
 def _parse_category(arr: pa.DictionaryArray, name: str, rules: Rules):
@@ -507,7 +526,7 @@ def record_rules(contract: Contract, partition: str | None) -> Rules:
         identifiers=(contract.record_id, contract.entity), naive_timestamps=contract.records.naive_timestamps,
         timestamp=contract.timestamp if partition else None, window=window,
         window_setting=f"(partition {partition}, records.late_tolerance_hours {contract.records.late_tolerance_hours:g})",
-        wrong_type_share=contract.ingestion.wrong_type_share)
+        wrong_type_share=contract.ingestion.wrong_type_share, null_markers=tuple(contract.ingestion.null_markers))
 
 
 def validate_records(raw: pa.Table | pd.DataFrame, contract: Contract, source: str,
@@ -524,5 +543,6 @@ def label_columns(contract: Contract) -> dict[str, Column]:
 
 
 def validate_labels(raw: pa.Table | pd.DataFrame, contract: Contract, source: str) -> ValidationResult:
-    rules = Rules(identifiers=(contract.record_id,), wrong_type_share=contract.ingestion.wrong_type_share)
+    rules = Rules(identifiers=(contract.record_id,), wrong_type_share=contract.ingestion.wrong_type_share,
+                  null_markers=tuple(contract.ingestion.null_markers))
     return validate_frame(raw, label_columns(contract), source, rules)
