@@ -34,6 +34,9 @@ def test_a_record_id_already_ingested_on_an_earlier_day_is_quarantined_naming_th
     zone.deliver(D2, csv_bytes(rows(40, D2, start=100) + reused))
     report = zone.ingest(D2)
     assert report.reused_from == {D1: 2} and report.quarantined == 2 and report.delivered == 42
+    index = ids.decode(zone.lake.read_bytes(ids.index_key("raw_transactions", D2)))
+    assert index.tolist() == sorted(ids.hash_text(pa.array(zone.valid(D2)["transaction_id"])).tolist()), \
+        "the index holds exactly the valid rows' ids"
     reasons = zone.quarantine(D2)["_reason"].tolist()
     assert all(f"was already ingested in partition {D1}" in r for r in reasons)
     assert {f"'{row(i, D1)['transaction_id']}'" in " ".join(reasons) for i in (3, 7)} == {True}

@@ -99,8 +99,9 @@ def index_key(asset: str, partition: str) -> str:
     return f"ingestion_index/{asset}/record_ids-{HASH_VERSION}/{partition}.u64"
 
 
-def encode(hashes: np.ndarray) -> bytes:
-    return np.sort(hashes.astype("<u8")).tobytes()
+def encode(sorted_hashes: np.ndarray) -> bytes:
+    """The index file of a partition: its sorted hashes, 8 bytes each, little-endian."""
+    return sorted_hashes.astype("<u8", copy=False).tobytes()
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -118,10 +119,9 @@ class Candidates:
 class Probe:
     """The new delivery's id hashes, prepared for probing many partitions' hash files."""
 
-    def __init__(self, hashes: np.ndarray, rows: np.ndarray):
-        order = np.argsort(hashes, kind="stable")
-        self.sorted = hashes[order]
-        self.rows = rows[order]
+    def __init__(self, hashes: np.ndarray, rows: np.ndarray, sorted_hashes: np.ndarray | None = None):
+        self.hashes, self.rows = hashes, rows
+        self.sorted = np.sort(hashes) if sorted_hashes is None else sorted_hashes
         self.mask = np.zeros(1 << _MASK_BITS, dtype=bool)
         self.mask[self.sorted >> np.uint64(64 - _MASK_BITS)] = True
 
@@ -132,14 +132,12 @@ class Probe:
         maybe = stored[self.mask[stored >> np.uint64(64 - _MASK_BITS)]]
         if not len(maybe):
             return np.zeros(0, dtype=np.int64)
-        lo = np.searchsorted(self.sorted, maybe, side="left")
-        hi = np.searchsorted(self.sorted, maybe, side="right")
-        found = hi > lo
-        if not found.any():
+        at = np.minimum(np.searchsorted(self.sorted, maybe), len(self.sorted) - 1)
+        matched = maybe[self.sorted[at] == maybe]
+        if not len(matched):
             return np.zeros(0, dtype=np.int64)
-        # Each matching stored hash may match several new rows (a value repeated in the file).
-        spans = [self.rows[a:b] for a, b in zip(lo[found], hi[found], strict=True)]
-        return np.unique(np.concatenate(spans))
+        # Matches are rare (a re-delivery, or a collision to be ruled out): map them back to rows here.
+        return np.unique(self.rows[np.isin(self.hashes, matched)])
 
 
 def stored_hashes(lake: ObjectStore, asset: str, partition: str, record_id: str) -> np.ndarray:
@@ -148,7 +146,7 @@ def stored_hashes(lake: ObjectStore, asset: str, partition: str, record_id: str)
     if lake.exists(key):
         return decode(lake.read_bytes(key))
     ids = read_ids(lake, f"{asset}/{partition}.parquet", record_id)
-    data = encode(hash_text(ids))
+    data = encode(np.sort(hash_text(ids)))
     lake.write_bytes(key, data)
     return decode(data)
 
@@ -174,18 +172,22 @@ def indexed_partitions(lake: ObjectStore, asset: str) -> list[str]:
 
 def reused_ids(lake: ObjectStore, asset: str, record_id: str, ids: pa.Array, hashes: np.ndarray,
                rows: np.ndarray, partitions: Iterable[str],
-               staged: dict[str, tuple[np.ndarray, str]] | None = None) -> dict[str, np.ndarray]:
+               staged: dict[str, tuple[np.ndarray, str]] | None = None,
+               sorted_hashes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Rows (positions in the new delivery) whose id was already ingested, per earlier partition.
 
     `rows` are the candidate positions (e.g. the valid rows) and `hashes` their ids' hashes;
     `partitions` are the published partitions to compare with (the caller leaves out the one
     being ingested and those re-staged in this run); `staged` maps partitions staged earlier in
-    this run to (their sorted hashes, the lake key of their staged valid file).
+    this run to (their sorted hashes, the lake key of their staged valid file); `sorted_hashes`, when
+    the caller has them, are `hashes` sorted.
     """
-    probe = Probe(hashes, rows)
     found: dict[str, np.ndarray] = {}
     sources = [(p, lambda p=p: stored_hashes(lake, asset, p, record_id), f"{asset}/{p}.parquet") for p in partitions]
     sources += [(p, lambda h=h: h, key) for p, (h, key) in (staged or {}).items()]
+    if not sources or not len(rows):
+        return found
+    probe = Probe(hashes, rows, sorted_hashes)
     for partition, load, key in sources:
         hits = probe.hits(load())
         if len(hits):

@@ -403,7 +403,9 @@ def _quarantine_reused_ids(result: ValidationResult, lake: ObjectStore, asset: s
     published = [p for p in ids.indexed_partitions(lake, asset) if p != partition and p not in staged]
     id_text = result.typed.column(rid)
     id_text = id_text.combine_chunks() if isinstance(id_text, pa.ChunkedArray) else id_text
-    found = ids.reused_ids(lake, asset, rid, id_text, result.id_hashes[valid_rows], valid_rows, published, staged)
+    every = len(valid_rows) == result.delivered
+    found = ids.reused_ids(lake, asset, rid, id_text, result.id_hashes[valid_rows], valid_rows, published, staged,
+                           sorted_hashes=result.valid_id_hashes() if every else None)
     if not found:
         return {}
     total = len(np.unique(np.concatenate(list(found.values()))))

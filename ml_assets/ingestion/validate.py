@@ -21,6 +21,7 @@ import datetime as dt
 import io
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,12 +90,19 @@ class ValidationResult:
     id_hashes: np.ndarray | None = None  # 64-bit hash of every row's record id (see ids.py)
     first_row_number: int = 2  # CSV: record number counting the header as 1; Parquet: 1-based row
     sorted_id_hashes: np.ndarray | None = None  # id_hashes of the non-null ids, sorted
+    _valid_cache: tuple | None = field(default=None, repr=False)
 
     def valid_id_hashes(self) -> np.ndarray:
         """Sorted hashes of the valid rows' record ids (what the id index stores)."""
-        if not self.reasons and self.sorted_id_hashes is not None and len(self.sorted_id_hashes) == self.delivered:
+        if self.sorted_id_hashes is None or len(self.sorted_id_hashes) != self.delivered:
+            return np.sort(self.id_hashes[self.valid_mask])
+        if not self.reasons:
             return self.sorted_id_hashes
-        return np.sort(self.id_hashes[self.valid_mask])
+        # Take the (few) rejected rows' hashes out of the sorted array instead of sorting again.
+        gone, counts = np.unique(self.id_hashes[np.fromiter(self.reasons, dtype=np.int64)], return_counts=True)
+        first = np.searchsorted(self.sorted_id_hashes, gone)
+        drop = np.concatenate([np.arange(f, f + c) for f, c in zip(first.tolist(), counts.tolist(), strict=True)])
+        return np.delete(self.sorted_id_hashes, drop)
 
     @property
     def delivered(self) -> int:
@@ -117,7 +125,10 @@ class ValidationResult:
     def valid(self) -> pa.Table:
         if not self.reasons:
             return self.typed
-        return self.typed.filter(pa.array(self.valid_mask))
+        key = len(self.reasons), sum(len(r) for r in self.reasons.values())
+        if self._valid_cache is None or self._valid_cache[0] != key:
+            self._valid_cache = (key, self.typed.filter(pa.array(self.valid_mask)))
+        return self._valid_cache[1]
 
     @property
     def quarantine(self) -> pa.Table:
@@ -153,6 +164,8 @@ class ValidationResult:
 
 # ---- reading ----------------------------------------------------------------------------------
 _CATEGORY = pa.dictionary(pa.int32(), pa.string())
+_PARALLEL_ROWS = 100_000  # below this, threads cost more than they save
+_LINE_END = re.compile(rb"[\r\n]")
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 
@@ -199,7 +212,8 @@ def _read_csv(data: bytes, source: str, columns: dict[str, Column]) -> pa.Table:
                                "a last line without one: the file looks truncated",
                                "Re-deliver the complete file; it was left in the landing zone.")
     body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
-    first = re.split(rb"\r\n|\r|\n", body, maxsplit=1)[0]
+    end = _LINE_END.search(body)
+    first = body[: end.start()] if end else body
     try:
         header = next(csv.reader([first.decode("utf-8")]), [])
     except (UnicodeDecodeError, csv.Error) as e:
@@ -378,10 +392,15 @@ def validate_frame(raw: pa.Table | pd.DataFrame, columns: dict[str, Column], sou
     reasons: dict[int, list[str]] = {}
     typed, null_rates = {}, {}
     parse_bad = {}
-    for name, spec in columns.items():
+    def parse(name: str) -> tuple:
         arr = raw.column(name)
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
-        values, bad, codes, empty = _parse(arr, name, spec, rules, source)
+        return arr, _parse(arr, name, columns[name], rules, source)
+
+    # Columns are parsed independently, in numpy and Arrow kernels that release the GIL: two at a time.
+    with ThreadPoolExecutor(2) as pool:
+        parsed = list(pool.map(parse, expected)) if n >= _PARALLEL_ROWS else [parse(c) for c in expected]
+    for (name, spec), (arr, (values, bad, codes, empty)) in zip(columns.items(), parsed, strict=True):
         non_empty = n - int(empty.sum())
         n_bad = int(bad.sum())
         if non_empty and n_bad / non_empty > rules.wrong_type_share:
