@@ -71,7 +71,13 @@ def table_to_parquet_bytes(table: pa.Table) -> bytes:
     """
     buf = io.BytesIO()
     dictionary = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
-    pq.write_table(table, buf, compression="zstd", use_dictionary=dictionary or False, store_schema=False)
+    # Snappy (Parquet's and pandas' default): a third cheaper to write than zstd on the ingestion
+    # path, for files about twice the size. Min/max statistics where readers prune on them
+    # (numbers, timestamps), not on text (ids, categories), where they only cost time.
+    stats = [f.name for f in table.schema if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                                                  or pa.types.is_dictionary(f.type))]
+    pq.write_table(table, buf, compression="snappy", use_dictionary=dictionary or False, store_schema=False,
+                   write_statistics=stats or False)
     return buf.getvalue()
 
 

@@ -344,12 +344,49 @@ _LO = np.array([48 if ch == "D" else 32 if ch == "T" else ord(ch) for ch in _TEM
 _HI = np.array([57 if ch == "D" else 84 if ch == "T" else ord(ch) for ch in _TEMPLATE], dtype=np.uint8)
 
 
+def _swar_masks(template: str) -> tuple[np.uint64, np.uint64, np.uint64]:
+    """For 8 template characters ('D' a digit, '?' anything, else itself): which bytes are digits,
+    which are fixed, and the fixed bytes' values, as little-endian words."""
+    digit = fixed = value = 0
+    for i, ch in enumerate(template):
+        if ch == "D":
+            digit |= 0xFF << (8 * i)
+        elif ch != "?":
+            fixed |= 0xFF << (8 * i)
+            value |= ord(ch) << (8 * i)
+    return np.uint64(digit), np.uint64(fixed), np.uint64(value)
+
+
+# 'YYYY-MM-DDTHH:MM:SS' as three overlapping 8-byte words (at 0, 8 and 11); byte 10 ('T' or ' ')
+# is checked on its own.
+_WORDS = [(0, _swar_masks("DDDD-DD-")), (8, _swar_masks("DD?DD:DD")), (11, _swar_masks("DD:DD:DD"))]
+_X30, _XF0, _X06 = np.uint64(0x3030303030303030), np.uint64(0xF0F0F0F0F0F0F0F0), np.uint64(0x0606060606060606)
+
+
+def _template_ok(mat: np.ndarray) -> np.ndarray:
+    """Rows of a (k, >= 19) byte matrix shaped like 'YYYY-MM-DDTHH:MM:SS', eight bytes at a time:
+    a digit byte b passes when b ^ 0x30 has a zero high nibble and (b ^ 0x30) + 6 does too."""
+    k, length = mat.shape
+    ok = np.ones(k, dtype=bool)
+    flat = np.ascontiguousarray(mat)  # the usual matrix is already a view of the column's buffer
+    for at, (digit, fixed, value) in _WORDS:
+        word = np.ndarray((k,), dtype="<u8", buffer=flat, offset=at, strides=(length,))
+        x = (word ^ _X30) & digit
+        ok &= (x & _XF0) == 0
+        ok &= ((x + (_X06 & digit)) & _XF0) == 0
+        ok &= (word & fixed) == value
+    return ok
+
+
 def _parse_fixed(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse rows of equal byte length: (UTC microseconds, reason codes, naive mask)."""
     k, length = mat.shape
     head = min(length, 19)
-    body = mat[:, :head]
-    ok = ((body >= _LO[:head]) & (body <= _HI[:head])).all(axis=1)
+    if length >= 19:
+        ok = _template_ok(mat)
+    else:
+        body = mat[:, :head]
+        ok = ((body >= _LO[:head]) & (body <= _HI[:head])).all(axis=1)
     if length > 10:
         ok &= (mat[:, 10] == ord("T")) | (mat[:, 10] == ord(" "))
     zeros = np.zeros(k, dtype=np.int32)
@@ -365,7 +402,9 @@ def _parse_fixed(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tz = np.full(k, 16, dtype=np.int64)
         if length >= 19:
             # Rows of this length without seconds ('...THH:MM+01:00') failed the template at 16-18.
-            has_sec = (mat[:, 16] == 58) & ((mat[:, 17:19] >= 48) & (mat[:, 17:19] <= 57)).all(axis=1)
+            has_sec = ok.copy()
+            if not ok.all():
+                has_sec[~ok] = (mat[~ok, 16] == 58) & ((mat[~ok, 17:19] >= 48) & (mat[~ok, 17:19] <= 57)).all(axis=1)
             maybe_short = ~ok & ~has_sec
             if maybe_short.any():
                 short_ok = ((mat[:, :16] >= _LO[:16]) & (mat[:, :16] <= _HI[:16])).all(axis=1) & (

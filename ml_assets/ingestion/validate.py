@@ -226,7 +226,8 @@ def _read_csv(data: bytes, source: str, columns: dict[str, Column]) -> pa.Table:
             io.BytesIO(data),
             # One block: the columns come back as single arrays, parsed without a copy.
             read_options=pacsv.ReadOptions(use_threads=False, block_size=max(len(data) + 1, 1 << 20)),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            # One block, so the parser (not a block splitter guessing at line ends) sees quoted line breaks.
+            parse_options=pacsv.ParseOptions(newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(column_types={c: _CATEGORY if c in columns and columns[
                                                      c].dtype == "category" else pa.string() for c in header},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
@@ -416,7 +417,8 @@ def validate_frame(raw: pa.Table | pd.DataFrame, columns: dict[str, Column], sou
                 reasons.setdefault(i, []).append(f"{name}: {v!r} {text.message(c)}")
         if not spec.nullable:
             for i in np.flatnonzero(empty).tolist():
-                reasons.setdefault(i, []).append(f"{name}: null where the contract requires a value")
+                reasons.setdefault(i, []).append(
+                    f"{name}: null where the contract requires a value (columns.{name}.nullable: false)")
         typed[name] = values
         parse_bad[name] = bad
         null_rates[name] = float(empty.mean()) if n else 0.0
@@ -440,7 +442,8 @@ def validate_frame(raw: pa.Table | pd.DataFrame, columns: dict[str, Column], sou
             if len(rows):
                 shown = values.take(pa.array(rows)).to_pylist()
                 for i, v in zip(rows.tolist(), shown, strict=True):
-                    reasons.setdefault(i, []).append(f"{name}: {v!r} violates {name} in {spec.allowed}")
+                    reasons.setdefault(i, []).append(
+                        f"{name}: {v!r} violates {name} in {spec.allowed} (columns.{name}.allowed)")
     hashes = sorted_hashes = None
     for name, spec in columns.items():
         if spec.unique:
@@ -449,7 +452,7 @@ def validate_frame(raw: pa.Table | pd.DataFrame, columns: dict[str, Column], sou
             if rules.identifiers and name == rules.identifiers[0]:
                 hashes, sorted_hashes = h, hs
             for i, v in later:
-                reasons.setdefault(i, []).append(f"{name}: duplicate value {v!r}")
+                reasons.setdefault(i, []).append(f"{name}: duplicate value {v!r} (columns.{name}.unique)")
     if rules.timestamp is not None and rules.window is not None:
         _judge_window(typed[rules.timestamp], parse_bad[rules.timestamp], rules, source, reasons)
 
@@ -520,7 +523,7 @@ def _reason_kind(reason: str) -> str:
     if body.startswith("duplicate"):
         return "duplicate"
     if body.startswith("null where"):
-        return body
+        return "null where the contract requires a value"
     if "outside the partition's window" in body:
         return "outside the partition's window"
     if "already ingested" in body:
