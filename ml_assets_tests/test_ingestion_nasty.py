@@ -257,3 +257,29 @@ def test_a_redelivery_in_excel_quoting_is_still_the_same_content(tmp_path):
     zone.deliver(DAY, csv_bytes(rows(BASE, "2026-01-04"), quoting=csv.QUOTE_NONNUMERIC, newline="\r\n"))
     with pytest.raises(DuplicateDelivery, match="already ingested in partition"):
         zone.ingest(DAY)
+
+
+def test_a_file_cut_inside_a_quoted_field_is_refused_but_a_lone_quote_in_a_field_is_data(tmp_path):
+    zone = Zone(tmp_path / "cut")
+    zone.deliver(DAY, (header() + "\n" + line(row(0)) + "\n" + line(row(1))[:-5] + '"open' + "\n").encode())
+    with pytest.raises(LandingFileError, match="a quote left open at the end of the file"):
+        zone.ingest(DAY)
+    zone = Zone(tmp_path / "lone")
+    zone.deliver(DAY, csv_bytes(rows(BASE) + [row(BASE, card_id='card_12"')]))
+    assert zone.ingest(DAY).quarantined == 0 and zone.valid(DAY)["card_id"].iloc[-1] == 'card_12"'
+
+
+def test_a_large_file_parsed_in_parts_gives_the_rows_of_the_whole_file(tmp_path):
+    """Files from 8 MB on are split at record boundaries and parsed in parallel: quoted line breaks
+    near the split point must not move a row across it."""
+    from ml_assets.ingestion.validate import _SPLIT_BYTES, read_landing_file
+
+    records = rows(110_000)
+    for i in range(0, len(records), 3):
+        records[i]["card_id"] = f"card\n{i}"  # quoted line breaks everywhere, so around the split too
+    data = csv_bytes(records)
+    assert len(data) >= _SPLIT_BYTES
+    table = read_landing_file(data, "t/2026-01-05.csv")
+    assert table.column("card_id").num_chunks == 2
+    assert table.column("card_id").to_pylist() == [r["card_id"] for r in records]
+    assert table.column("transaction_id").to_pylist() == [r["transaction_id"] for r in records]

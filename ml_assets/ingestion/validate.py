@@ -165,6 +165,7 @@ class ValidationResult:
 # ---- reading ----------------------------------------------------------------------------------
 _CATEGORY = pa.dictionary(pa.int32(), pa.string())
 _PARALLEL_ROWS = 100_000  # below this, threads cost more than they save
+_PARTS, _SPLIT_BYTES = 2, 8 << 20  # CSV files from 8 MB on are parsed as two parts at once
 _LINE_END = re.compile(rb"[\r\n]")
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
@@ -221,26 +222,86 @@ def _read_csv(data: bytes, source: str, columns: dict[str, Column]) -> pa.Table:
     if not header or header == [""]:
         raise LandingFileError(source, "a header row naming the columns", "an empty first line")
     _no_duplicate_columns(header, source)
+    types = {c: _CATEGORY if c in columns and columns[c].dtype == "category" else pa.string() for c in header}
+    parts = _split_records(data, _PARTS if len(data) >= _SPLIT_BYTES else 1)
     try:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            # One block: the columns come back as single arrays, parsed without a copy.
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=max(len(data) + 1, 1 << 20)),
-            # One block, so the parser (not a block splitter guessing at line ends) sees quoted line breaks.
-            parse_options=pacsv.ParseOptions(newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(column_types={c: _CATEGORY if c in columns and columns[
-                                                     c].dtype == "category" else pa.string() for c in header},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-    except pa.ArrowInvalid as e:
-        msg = str(e)
-        hint = ("The file is not valid UTF-8 (e.g. latin-1); re-export it as UTF-8." if "UTF8" in msg
-                else "The file may be truncated or corrupt; it was left in the landing zone.")
-        raise LandingFileError(source, "a readable csv file", f"{type(e).__name__}: {msg}", hint) from None
+        if len(parts) > 1:
+            # Parts parse in parallel (Arrow releases the GIL); rows stay in file order.
+            with ThreadPoolExecutor(len(parts)) as pool:
+                tables = list(pool.map(lambda ab: _parse_csv(data, ab, types, header if ab[0] else None), parts))
+            table = pa.concat_tables(tables)
+        else:
+            table = _parse_csv(data, (0, len(data)), types, None)
+    except pa.ArrowInvalid:
+        try:  # the error as the whole file shows it (a part's row numbers would mislead)
+            table = _parse_csv(data, (0, len(data)), types, None)
+        except pa.ArrowInvalid as e:
+            msg = str(e)
+            hint = ("The file is not valid UTF-8 (e.g. latin-1); re-export it as UTF-8." if "UTF8" in msg
+                    else "The file may be truncated or corrupt; it was left in the landing zone.")
+            raise LandingFileError(source, "a readable csv file", f"{type(e).__name__}: {msg}", hint) from None
     if table.column_names != header:
         raise LandingFileError(source, f"the columns of the header row {header}",
                                f"columns {table.column_names} after parsing (a quoted header field?)")
+    _no_open_quote_at_the_end(data, table, types, source)
     return table
+
+
+def _parse_csv(data: bytes, span: tuple[int, int], types: dict, names: list[str] | None) -> pa.Table:
+    """Parse data[span] as one block; `names` for a part that starts after the header."""
+    start, stop = span
+    view = pa.py_buffer(data)[start:stop] if (start, stop) != (0, len(data)) else pa.py_buffer(data)
+    return pacsv.read_csv(
+        pa.BufferReader(view),
+        # One block: the columns come back as single arrays, and the parser itself (not a block
+        # splitter guessing at line ends) sees quoted line breaks.
+        read_options=pacsv.ReadOptions(use_threads=False, block_size=max(stop - start + 1, 1 << 20),
+                                       column_names=names),
+        parse_options=pacsv.ParseOptions(newlines_in_values=False),
+        convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                             quoted_strings_can_be_null=False),
+    )
+
+
+def _split_records(data: bytes, parts: int) -> list[tuple[int, int]]:
+    """Byte spans of `parts` pieces of a CSV file, each ending at a record boundary: a line break
+    with an even number of quote characters before it (outside any quoted field)."""
+    if parts <= 1:
+        return [(0, len(data))]
+    newline = b"\n" if b"\n" in data[: 1 << 16] else b"\r"
+    spans, start = [], 0
+    header_end = data.find(newline) + 1
+    for k in range(1, parts):
+        at = max(len(data) * k // parts, header_end)
+        while True:
+            at = data.find(newline, at)
+            if at < 0 or at >= len(data) - 1:
+                return [*spans, (start, len(data))] if spans else [(0, len(data))]
+            if data.count(b'"', start, at) % 2 == 0:
+                break
+            at += 1
+        spans.append((start, at + 1))
+        start = at + 1
+    spans.append((start, len(data)))
+    return spans
+
+
+def _no_open_quote_at_the_end(data: bytes, table: pa.Table, types: dict, source: str) -> None:
+    """A file cut inside a quoted field that happens to end with a line break parses as if the field
+    were closed. An odd number of quote characters is the sign (quotes are balanced otherwise, save
+    for a lone quote inside an unquoted field, which some writers emit); then a row of empty fields
+    appended to the file must come back as one more row, not vanish into an open quote."""
+    if data.count(b'"') % 2 == 0:
+        return
+    newline = b"\r\n" if data.endswith(b"\r\n") else data[-1:]
+    probe = data + b"," * (table.num_columns - 1) + newline
+    try:
+        rows = _parse_csv(probe, (0, len(probe)), types, None).num_rows
+    except pa.ArrowInvalid:
+        rows = -1
+    if rows != table.num_rows + 1:
+        raise LandingFileError(source, "every quoted field closed", "a quote left open at the end of the file",
+                               "The file looks truncated inside a quoted field; it was left in the landing zone.")
 
 
 def _no_duplicate_columns(names: list[str], source: str) -> None:
