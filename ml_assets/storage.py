@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -108,6 +109,11 @@ class ObjectStore(ABC):
     def move(self, src: str, dst: str) -> None:
         """Rename an object (atomic on a local disk, and it needs no free space there)."""
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under `prefix` (a directory, locally: temporary files included)."""
+        for key in self.list(prefix):
+            self.delete(key)
+
     # Helpers shared by every implementation.
     def write_parquet(self, key: str, df: pd.DataFrame) -> str:
         data = frame_to_parquet_bytes(df)
@@ -161,6 +167,13 @@ class LocalStore(ObjectStore):
         target = self.path(dst)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path(src), target)
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self.path(prefix)
+        if path != self.root and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)  # a killed writer's hidden temporary files too
+        elif path.is_file():
+            path.unlink(missing_ok=True)
 
 
 class S3Store(ObjectStore):

@@ -93,7 +93,7 @@ def test_an_exception_mid_publish_restores_every_replaced_file_and_leaves_no_sta
         publish_partitions(lake, second, {r.partition: status_record(r, {}, "run2") for r in second})
     assert "input/output error while publishing" in str(e.value)
     assert snapshot(zone.lake) == before, "the published lake is byte for byte what it was"
-    assert zone.lake.list("staging") == []
+    assert not list(zone.lake.path("staging").rglob("*")), "no staged file, backup or directory left"
 
 
 def test_a_full_disk_while_staging_leaves_the_lake_unchanged_and_no_staging(tmp_path):
@@ -155,9 +155,14 @@ def test_the_staging_of_a_crashed_run_is_removed_by_the_next_run(tmp_path):
     running = f"{uuid.uuid4()}"
     _stage_all(zone, zone.lake, DAYS[:1], running)
     assert len(zone.lake.list(f"staging/{crashed}")) == 6
+    # A writer killed mid-write leaves a hidden temporary file, in a run that left nothing else.
+    ghost = zone.lake.path("staging/ghost-run/raw_transactions/.2026-01-01.parquet.x.tmp")
+    ghost.parent.mkdir(parents=True)
+    ghost.write_bytes(b"partial")
     removed = clean_stale_staging(zone.lake, lambda run: run == running)
-    assert removed == [crashed]
+    assert removed == sorted([crashed, "ghost-run"])
     assert zone.lake.list(f"staging/{crashed}") == [] and len(zone.lake.list(f"staging/{running}")) == 3
+    assert sorted(p.name for p in zone.lake.path("staging").iterdir()) == [running], "no directories left either"
 
 
 class CountingLanding(LocalStore):
