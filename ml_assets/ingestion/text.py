@@ -62,7 +62,8 @@ def message(code: int) -> str:
     return REASONS[CODES[int(code)]]
 
 
-def _codes(n: int) -> np.ndarray:
+def no_codes(n: int) -> np.ndarray:
+    """One reason code per row, all 0 (accepted)."""
     return np.zeros(n, dtype=np.uint8)
 
 
@@ -170,7 +171,7 @@ def padded(arr: pa.Array, table: np.ndarray | None = None) -> tuple[pa.Array, np
 # ---- identifiers and free text -----------------------------------------------------------
 def text_problems(arr: pa.Array, identifier: bool) -> tuple[np.ndarray, np.ndarray]:
     """(refused mask, reason codes) for text kept exactly as delivered."""
-    codes = _codes(len(arr))
+    codes = no_codes(len(arr))
     # Free text may hold tabs and line breaks (quoted CSV fields); an identifier holds none.
     bad = rows_with_bytes(arr, ANY_CONTROL if identifier else CONTROL)
     codes[bad] = C["control"]
@@ -207,7 +208,7 @@ def parse_float(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.nda
     arr, blank = padded(arr)
     empty = empty_mask(arr) | blank
     n = len(arr)
-    codes = _codes(n)
+    codes = no_codes(n)
     odd = rows_with_bytes(arr, ~_FLOAT_CHARS) & ~empty
     candidate = ~empty & ~odd
     cand_arr = arr if candidate.all() else pc.if_else(pa.array(candidate), arr, pa.scalar(None, pa.string()))
@@ -263,7 +264,7 @@ def parse_int(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarr
     arr, blank = padded(arr)
     empty = empty_mask(arr) | blank
     n = len(arr)
-    codes = _codes(n)
+    codes = no_codes(n)
     plain = ~empty & ~rows_with_bytes(arr, ~_INT_CHARS)
     values = None
     if plain.sum() == n - empty.sum():
@@ -461,7 +462,7 @@ def _parse_fixed(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     us = ((_MONTH_START[ym] + day - 1) * 86400 + secs) * 1_000_000 + frac_us
     # An offset can move a value across the edge of the range; outside it, nothing is exact.
     far = ok & (~in_years | (us < _MIN_US) | (us >= _MAX_US))
-    code = _codes(k)
+    code = no_codes(k)
     code[~ok] = C["datetime"]
     code[leap] = C["leap_second"]
     code[h24] = C["hour_24"]
@@ -478,7 +479,7 @@ def parse_datetime(arr: pa.Array, naive_policy: str) -> tuple[pa.Array, np.ndarr
     offsets, data = buffers(arr)
     lengths = np.diff(offsets)
     us = np.zeros(n, dtype=np.int64)
-    codes = _codes(n)
+    codes = no_codes(n)
     naive = np.zeros(n, dtype=bool)
     codes[~empty & ((lengths < 10) | (lengths > _MAX_LEN))] = C["datetime"]
     todo = ~empty & (codes == 0)
@@ -533,7 +534,7 @@ def from_typed(arr: pa.Array, dtype: str, naive_policy: str) -> tuple[pa.Array, 
         arr = arr.dictionary_decode()
     n = len(arr)
     empty = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(n, dtype=bool)
-    codes = _codes(n)
+    codes = no_codes(n)
     t = arr.type
     if dtype == "float":
         if pa.types.is_decimal(t):

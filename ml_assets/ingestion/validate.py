@@ -348,7 +348,7 @@ def _parse(arr: pa.Array, name: str, spec: Column, rules: Rules, source: str):
         if spec.allowed is not None and name not in rules.identifiers:
             # Only an allowed value passes, and allowed values are clean (the contract checks them).
             n = len(arr)
-            return text.text_values(arr, np.zeros(n, dtype=bool)), np.zeros(n, dtype=bool), text._codes(n), \
+            return text.text_values(arr, np.zeros(n, dtype=bool)), np.zeros(n, dtype=bool), text.no_codes(n), \
                 text.empty_mask(arr)
         bad, codes = text.text_problems(arr, identifier=name in rules.identifiers)
         return text.text_values(arr, bad), bad, codes, text.empty_mask(arr)
@@ -380,23 +380,18 @@ def _markers_to_empty(arr: pa.Array, markers: tuple[str, ...]) -> pa.Array:
 
 def _parse_category(arr: pa.DictionaryArray, name: str, rules: Rules):
     """A dictionary-encoded category: each distinct value is judged once, rows follow their index."""
+    n = len(arr)
     values = text.as_text(arr.dictionary)
-    if name in rules.identifiers:
-        bad_d, codes_d = text.text_problems(values, identifier=True)
-    else:
-        bad_d, codes_d = text.text_problems(values, identifier=False)
-    empty_d = text.empty_mask(values)
-    idx = arr.indices.to_numpy(zero_copy_only=False)
-    null = arr.indices.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
-    if null is not None:
-        idx = np.where(null, 0, idx).astype(np.int64)
     if len(values) == 0:
-        n = len(arr)
-        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], pa.string())), \
-            np.zeros(n, dtype=bool), text._codes(n), np.ones(n, dtype=bool)
-    bad, codes, empty = bad_d[idx], codes_d[idx], empty_d[idx]
-    if null is not None:
-        bad, codes, empty = bad & ~null, np.where(null, 0, codes).astype(np.uint8), empty | null
+        return (pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], pa.string())),
+                np.zeros(n, dtype=bool), text.no_codes(n), np.ones(n, dtype=bool))
+    bad_d, codes_d = text.text_problems(values, identifier=name in rules.identifiers)
+    empty_d = text.empty_mask(values)
+    if not arr.null_count and not (bad_d.any() or empty_d.any()):
+        return arr, np.zeros(n, dtype=bool), text.no_codes(n), np.zeros(n, dtype=bool)  # the usual case
+    null = arr.indices.is_null().to_numpy(zero_copy_only=False)
+    idx = np.where(null, 0, pc.fill_null(arr.indices, 0).to_numpy(zero_copy_only=False)).astype(np.int64)
+    bad, codes, empty = bad_d[idx] & ~null, np.where(null, 0, codes_d[idx]).astype(np.uint8), empty_d[idx] | null
     drop = bad | empty
     if drop.any():
         arr = pa.DictionaryArray.from_arrays(pa.array(idx.astype(np.int32), mask=drop), values)
@@ -406,17 +401,15 @@ def _parse_category(arr: pa.DictionaryArray, name: str, rules: Rules):
 def _not_allowed(values: pa.Array, allowed: list[str]) -> np.ndarray:
     """Rows holding a value outside `allowed` (nulls are judged by nullability, not here)."""
     allowed_arr = pa.array(allowed, type=pa.string())
-    if pa.types.is_dictionary(values.type):
-        known_d = pc.is_in(text.as_text(values.dictionary), value_set=allowed_arr).to_numpy(zero_copy_only=False)
-        if known_d.all():
-            return np.zeros(len(values), dtype=bool)
-        idx = values.indices
-        out = ~known_d[np.where(idx.is_null().to_numpy(zero_copy_only=False), 0,
-                                idx.to_numpy(zero_copy_only=False)).astype(np.int64)] if len(known_d) else \
-            np.zeros(len(values), dtype=bool)
-        return out & ~values.is_null().to_numpy(zero_copy_only=False)
-    known = pc.fill_null(pc.is_in(values, value_set=allowed_arr), True)
-    return ~known.to_numpy(zero_copy_only=False)
+    if not pa.types.is_dictionary(values.type):
+        return ~pc.fill_null(pc.is_in(values, value_set=allowed_arr), True).to_numpy(zero_copy_only=False)
+    # Judge the distinct values once; rows follow their index.
+    known = pc.is_in(text.as_text(values.dictionary), value_set=allowed_arr).to_numpy(zero_copy_only=False)
+    if known.all():
+        return np.zeros(len(values), dtype=bool)
+    null = values.is_null().to_numpy(zero_copy_only=False)
+    idx = pc.fill_null(values.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return ~known[idx] & ~null
 
 
 def _hint(codes: np.ndarray) -> str:
@@ -454,6 +447,7 @@ def validate_frame(raw: pa.Table | pd.DataFrame, columns: dict[str, Column], sou
     reasons: dict[int, list[str]] = {}
     typed, null_rates = {}, {}
     parse_bad = {}
+
     def parse(name: str) -> tuple:
         arr = raw.column(name)
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
