@@ -10,15 +10,21 @@ messages only for the (few) refused rows.
   returns: Arrow's fast_float, Python's `float`). A decimal that a double cannot hold with
   full precision is refused rather than changed: overflow to infinity, a non-zero value
   that underflows to 0.0 or to a subnormal. `NaN` and `inf` are not numbers a contract can
-  bound, so they are refused too; a missing value is an empty field.
+  bound, so they are refused too; a missing value is an empty field. Blanks around a number
+  (fixed-width exports) do not change it and are trimmed. Range checks (`min`/`max`)
+  compare the stored double: a decimal a hair above `max` whose nearest double is `max`
+  passes, as it is stored as `max`. In Parquet, float64 is taken as is, integers up to 2**53
+  are exact, float32/float16 are refused (widening shows their rounding noise).
 - int: the integer the text denotes, in int64 range; `1.0`, `1e3` and `+5` denote integers
   and are accepted, `1.5` is not.
 - datetime: ISO 8601 (`YYYY-MM-DD[T| ]HH:MM[:SS[.fraction]][Z|±HH:MM|±HHMM|±HH]`, or a bare
   date), converted to UTC microseconds. A value without an offset is UTC or refused, as the
   contract says (`records.naive_timestamps`); digits below the microsecond must be zero
   (the lake stores microseconds); leap seconds and hour 24 are refused.
+  Timestamps outside 1678-2260 are refused (downstream pandas holds nanoseconds).
 - string/category: the text exactly as delivered; identifiers may not carry surrounding
-  whitespace, and no text value may carry control characters (NUL and other C0 codes).
+  whitespace or any control character, and free text no control character other than tab
+  and line breaks.
 """
 
 from __future__ import annotations
