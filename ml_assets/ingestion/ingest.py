@@ -318,24 +318,29 @@ def stage_partition(kind: str, landing: ObjectStore, lake: ObjectStore, contract
     lq = orphans = 0
     if kind == "labels":
         lq, orphans = _match_labels(result, lake, contract, partition)
-    deviation = volume = None
-    if kind == "records":
-        deviation = compare_to_baseline(result.valid, result.null_rates, baseline, contract.thresholds.baseline,
-                                        delivered=result.delivered)
-        volume = expected_volume(lake, asset, partition, result.delivered, contract,
-                                 {r.partition: r.delivered for r in in_run})
     s_key, s_q_key = f"{staging}/{lake_key(asset, partition)}", f"{staging}/{quarantine_key(asset, partition)}"
     s_i_key = f"{staging}/{ids.index_key(asset, partition)}"
-    hashes = result.valid_id_hashes()
-    # The two Parquet files are encoded in parallel (Arrow releases the GIL while it writes).
+    valid = result.valid
+
+    def stage_valid() -> str:
+        data = table_to_parquet_bytes(valid)
+        lake.write_bytes(s_key, data)
+        return sha256_bytes(data)
+
+    # The valid rows (the big file) are encoded and written while this thread does the rest
+    # (Arrow releases the GIL while it encodes, the disk while it syncs).
     with ThreadPoolExecutor(1) as pool:
-        quarantine_job = pool.submit(lambda: table_to_parquet_bytes(result.quarantine))
-        valid_bytes = table_to_parquet_bytes(result.valid)
-        quarantine_bytes = quarantine_job.result()
-    lake.write_bytes(s_key, valid_bytes)
-    lake.write_bytes(s_q_key, quarantine_bytes)
-    lake.write_bytes(s_i_key, ids.encode(hashes))
-    out_sha = sha256_bytes(valid_bytes)
+        valid_job = pool.submit(stage_valid)
+        lake.write_bytes(s_q_key, table_to_parquet_bytes(result.quarantine))
+        hashes = result.valid_id_hashes()
+        lake.write_bytes(s_i_key, ids.encode(hashes))
+        deviation = volume = None
+        if kind == "records":
+            deviation = compare_to_baseline(valid, result.null_rates, baseline, contract.thresholds.baseline,
+                                            delivered=result.delivered)
+            volume = expected_volume(lake, asset, partition, result.delivered, contract,
+                                     {r.partition: r.delivered for r in in_run})
+        out_sha = valid_job.result()
     if not redelivery:
         previous = read_status(lake, asset, partition)
         redelivery = bool(previous and previous.get("output_sha256") == out_sha and result.delivered)

@@ -223,7 +223,8 @@ def _read_csv(data: bytes, source: str, columns: dict[str, Column]) -> pa.Table:
         raise LandingFileError(source, "a header row naming the columns", "an empty first line")
     _no_duplicate_columns(header, source)
     types = {c: _CATEGORY if c in columns and columns[c].dtype == "category" else pa.string() for c in header}
-    parts = _split_records(data, _PARTS if len(data) >= _SPLIT_BYTES else 1)
+    quotes = data.count(b'"') if b'"' in data else 0  # `in` stops at the first quote: cheap when there is none
+    parts = _split_records(data, _PARTS if len(data) >= _SPLIT_BYTES else 1, quoted=quotes > 0)
     try:
         if len(parts) > 1:
             # Parts parse in parallel (Arrow releases the GIL); rows stay in file order.
@@ -243,7 +244,7 @@ def _read_csv(data: bytes, source: str, columns: dict[str, Column]) -> pa.Table:
     if table.column_names != header:
         raise LandingFileError(source, f"the columns of the header row {header}",
                                f"columns {table.column_names} after parsing (a quoted header field?)")
-    _no_open_quote_at_the_end(data, table, types, source)
+    _no_open_quote_at_the_end(data, quotes, table, types, source)
     return table
 
 
@@ -263,7 +264,7 @@ def _parse_csv(data: bytes, span: tuple[int, int], types: dict, names: list[str]
     )
 
 
-def _split_records(data: bytes, parts: int) -> list[tuple[int, int]]:
+def _split_records(data: bytes, parts: int, quoted: bool) -> list[tuple[int, int]]:
     """Byte spans of `parts` pieces of a CSV file, each ending at a record boundary: a line break
     with an even number of quote characters before it (outside any quoted field)."""
     if parts <= 1:
@@ -272,12 +273,16 @@ def _split_records(data: bytes, parts: int) -> list[tuple[int, int]]:
     spans, start = [], 0
     header_end = data.find(newline) + 1
     for k in range(1, parts):
-        at = max(len(data) * k // parts, header_end)
+        at = max(len(data) * k // parts, header_end, start)
+        counted, parity = start, 0
         while True:
             at = data.find(newline, at)
             if at < 0 or at >= len(data) - 1:
                 return [*spans, (start, len(data))] if spans else [(0, len(data))]
-            if data.count(b'"', start, at) % 2 == 0:
+            if quoted:
+                parity = (parity + data.count(b'"', counted, at)) % 2
+                counted = at
+            if parity == 0:
                 break
             at += 1
         spans.append((start, at + 1))
@@ -286,12 +291,12 @@ def _split_records(data: bytes, parts: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _no_open_quote_at_the_end(data: bytes, table: pa.Table, types: dict, source: str) -> None:
+def _no_open_quote_at_the_end(data: bytes, quotes: int, table: pa.Table, types: dict, source: str) -> None:
     """A file cut inside a quoted field that happens to end with a line break parses as if the field
     were closed. An odd number of quote characters is the sign (quotes are balanced otherwise, save
     for a lone quote inside an unquoted field, which some writers emit); then a row of empty fields
     appended to the file must come back as one more row, not vanish into an open quote."""
-    if data.count(b'"') % 2 == 0:
+    if quotes % 2 == 0:
         return
     newline = b"\r\n" if data.endswith(b"\r\n") else data[-1:]
     probe = data + b"," * (table.num_columns - 1) + newline
