@@ -41,7 +41,7 @@ def day_csv(landing) -> pd.DataFrame:
 
 
 def quarantined(result) -> dict[int, str]:
-    q = result.quarantine.to_pandas()
+    q = result.quarantine
     return dict(zip(q["_row_number"], q["_reason"], strict=True))
 
 
@@ -53,7 +53,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_nothing_is_lost(landing):
     raw.loc[3, "card_id"] = ""
     raw.loc[4, "transaction_id"] = raw.loc[5, "transaction_id"]
     result = validate_records(raw, CONTRACT, "t.csv")
-    assert result.delivered == len(raw) == result.valid.num_rows + result.quarantine.num_rows
+    assert result.delivered == len(raw) == len(result.valid) + len(result.quarantine)
     q = quarantined(result)
     assert "not a valid float" in q[2]          # row 0 -> CSV record 2 (the header is record 1)
     assert "amount >= 0.0 (columns.amount.min)" in q[3]
@@ -61,9 +61,9 @@ def test_bad_rows_are_quarantined_with_reasons_and_nothing_is_lost(landing):
     assert "card_id: null where the contract requires a value" in q[5]
     assert "duplicate" in q[7]                  # row 5 repeats row 4's id: the later occurrence goes
     # the original text of a quarantined row is kept as delivered
-    qt = result.quarantine.to_pandas().set_index("_row_number")
+    qt = result.quarantine.set_index("_row_number")
     assert qt.loc[4, "channel"] == "carrier_pigeon" and qt.loc[2, "amount"] == "abc"
-    assert result.quarantine.num_rows == 5
+    assert len(result.quarantine) == 5
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_a_naive_timestamp_next_to_an_offset_one_is_not_shifted_by_its_neighbour
                        row(1, event_timestamp="2026-01-05T10:00:00"),
                        row(2, event_timestamp="2026-01-05 10:00:00Z"),
                        row(3, event_timestamp="2026-01-05T10:00:00.250-02:30")])
-    ts = result.valid.column("event_timestamp").to_pylist()
+    ts = result.valid_table.column("event_timestamp").to_pylist()
     utc = dt.UTC
     assert ts == [dt.datetime(2026, 1, 5, 5, tzinfo=utc), dt.datetime(2026, 1, 5, 10, tzinfo=utc),
                   dt.datetime(2026, 1, 5, 10, tzinfo=utc), dt.datetime(2026, 1, 5, 12, 30, 0, 250000, tzinfo=utc)]
@@ -208,7 +208,7 @@ def test_identifiers_are_never_stripped_and_padded_ones_are_quarantined():
     q = quarantined(result)
     assert set(q) == {3, 4, 6}
     assert "leading or trailing whitespace" in q[3] and "' tx_1'" in q[3]
-    assert result.valid.column("transaction_id").to_pylist() == [row(0)["transaction_id"], "tx_\u00a03"]
+    assert result.valid_table.column("transaction_id").to_pylist() == [row(0)["transaction_id"], "tx_\u00a03"]
 
 
 @pytest.mark.parametrize(("text", "reason"), [
@@ -218,7 +218,7 @@ def test_identifiers_are_never_stripped_and_padded_ones_are_quarantined():
 ])
 def test_floats_a_double_cannot_hold_exactly_are_refused_not_changed(text, reason):
     result = validate([row(0), row(1, amount=text)])
-    assert reason in quarantined(result)[3] and result.valid.num_rows == 1
+    assert reason in quarantined(result)[3] and len(result.valid) == 1
 
 
 def test_floats_are_the_nearest_double_to_the_delivered_decimal():
@@ -235,7 +235,7 @@ def test_floats_are_the_nearest_double_to_the_delivered_decimal():
 
     result = validate_frame(table, {"x": Column(dtype="float", nullable=False)}, "t.csv")
     assert result.quarantined == 0
-    got = result.valid.column("x").to_pylist()
+    got = result.valid_table.column("x").to_pylist()
     assert [v.hex() for v in got] == [float(t).hex() for t in texts]
     assert np.signbit(got[1]) and not np.signbit(got[2])
 
@@ -247,7 +247,7 @@ def test_ints_are_exact_beyond_float_precision():
     texts = ["9007199254740993", "-9223372036854775808", "9223372036854775807", "007", "+5", "1.000", "1e3",
              "9223372036854775808", "1.5", "", "x"]
     result = validate_frame(pa.table({"n": pa.array(texts)}), {"n": Column(dtype="int", nullable=True)}, "t.csv")
-    assert result.valid.column("n").to_pylist() == [9007199254740993, -9223372036854775808, 9223372036854775807, 7, 5,
+    assert result.valid_table.column("n").to_pylist() == [9007199254740993, -9223372036854775808, 9223372036854775807, 7, 5,
                                                     1, 1000, None]
     q = quarantined(result)
     assert "outside the int64 range" in q[9] and "is not an integer" in q[10] and "not a valid int" in q[12]
@@ -257,7 +257,7 @@ def test_timestamps_keep_their_microseconds_and_refuse_finer_digits():
     result = validate([row(0, event_timestamp="2026-01-05T01:02:03.123456Z"),
                        row(1, event_timestamp="2026-01-05T01:02:03.123456000Z"),
                        row(2, event_timestamp="2026-01-05T01:02:03.123456789Z")])
-    assert [t.microsecond for t in result.valid.column("event_timestamp").to_pylist()] == [123456, 123456]
+    assert [t.microsecond for t in result.valid_table.column("event_timestamp").to_pylist()] == [123456, 123456]
     assert "digits below the microsecond" in quarantined(result)[4]
 
 

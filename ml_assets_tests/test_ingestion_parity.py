@@ -60,9 +60,9 @@ def test_the_same_rows_are_quarantined_for_the_same_columns_and_the_same_values_
     old = legacy_validate.validate_records(raw, CONTRACT, source)
     new = validate_records(raw, CONTRACT, source)
     assert new.delivered == old.delivered == len(raw)
-    assert columns_per_row(new.quarantine.to_pandas()) == columns_per_row(old.quarantine)
+    assert columns_per_row(new.quarantine) == columns_per_row(old.quarantine)
     assert new.quarantined > 60, "the sprinkle reached the validators"
-    got = new.valid.to_pandas()
+    got = new.valid
     want = old.valid.reset_index(drop=True)
     assert list(got.columns) == list(want.columns)
     for name in CONTRACT.columns:
@@ -79,4 +79,4 @@ def test_clean_simulated_days_pass_both_untouched(days):
         old = legacy_validate.validate_records(df, CONTRACT, "t.csv")
         new = validate_records(df, CONTRACT, "t.csv")
         assert old.quarantine.empty and new.quarantined == 0
-        assert new.valid.to_pandas()["transaction_id"].tolist() == old.valid["transaction_id"].tolist()
+        assert new.valid["transaction_id"].tolist() == old.valid["transaction_id"].tolist()

@@ -320,7 +320,7 @@ def stage_partition(kind: str, landing: ObjectStore, lake: ObjectStore, contract
         lq, orphans = _match_labels(result, lake, contract, partition)
     s_key, s_q_key = f"{staging}/{lake_key(asset, partition)}", f"{staging}/{quarantine_key(asset, partition)}"
     s_i_key = f"{staging}/{ids.index_key(asset, partition)}"
-    valid = result.valid
+    valid = result.valid_table
 
     def stage_valid() -> str:
         data = table_to_parquet_bytes(valid)
@@ -331,7 +331,7 @@ def stage_partition(kind: str, landing: ObjectStore, lake: ObjectStore, contract
     # (Arrow releases the GIL while it encodes, the disk while it syncs).
     with ThreadPoolExecutor(1) as pool:
         valid_job = pool.submit(stage_valid)
-        lake.write_bytes(s_q_key, table_to_parquet_bytes(result.quarantine))
+        lake.write_bytes(s_q_key, table_to_parquet_bytes(result.quarantine_table))
         hashes = result.valid_id_hashes()
         lake.write_bytes(s_i_key, ids.encode(hashes))
         deviation = volume = None

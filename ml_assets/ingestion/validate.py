@@ -122,7 +122,8 @@ class ValidationResult:
         return mask
 
     @property
-    def valid(self) -> pa.Table:
+    def valid_table(self) -> pa.Table:
+        """The valid rows in the contract's types (Arrow; categories dictionary-encoded)."""
         if not self.reasons:
             return self.typed
         key = len(self.reasons), sum(len(r) for r in self.reasons.values())
@@ -131,7 +132,17 @@ class ValidationResult:
         return self._valid_cache[1]
 
     @property
-    def quarantine(self) -> pa.Table:
+    def valid(self) -> pd.DataFrame:
+        """The valid rows as pandas reads them from the lake (text as str, timestamps UTC)."""
+        return _plain(self.valid_table).to_pandas()
+
+    @property
+    def quarantine(self) -> pd.DataFrame:
+        """The quarantined rows as delivered (text), with `_source_file`, `_row_number`, `_reason`."""
+        return self.quarantine_table.to_pandas()
+
+    @property
+    def quarantine_table(self) -> pa.Table:
         rows = np.array(sorted(self.reasons), dtype=np.int64)
         picked = self.raw.take(pa.array(rows, type=pa.int64()))
         names = [c if c not in QUARANTINE_COLUMNS else f"{c}_delivered" for c in picked.column_names]
@@ -521,6 +532,12 @@ def validate_frame(raw: pa.Table | pd.DataFrame, columns: dict[str, Column], sou
     result = ValidationResult(source, raw, table, null_rates, reasons, extra, hashes, first_row_number)
     result.sorted_id_hashes = sorted_hashes
     return result
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns decoded, as a reader of the lake file gets them."""
+    return pa.table({f.name: table.column(f.name).cast(f.type.value_type) if pa.types.is_dictionary(f.type)
+                     else table.column(f.name) for f in table.schema})
 
 
 def _published(values: pa.Array, dtype: str) -> pa.Array:
