@@ -100,6 +100,9 @@ INVALID = [
     ({"ingestion": {"manifest": "sometimes"}}, "ingestion.manifest"),
     ({"records": {"naive_timestamps": "local"}}, "records.naive_timestamps"),
     ({"records": {"late_tolerance_hours": -1}}, "records.late_tolerance_hours"),
+    ({"ingestion": {"volume_min_history_days": 20, "volume_window_days": 14}}, "volume would never be judged"),
+    ({"ingestion": {"null_markers": ["NULL", "NULL"]}}, "ingestion: null_markers"),
+    ({"partitions": {"start_date": "1600-01-01"}}, "partitions: start_date 1600-01-01"),
 ]
 
 

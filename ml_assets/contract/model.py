@@ -134,6 +134,10 @@ class Partitions(_Strict):
     def _ordered(self) -> Partitions:
         if self.end_date is not None and self.end_date <= self.start_date:
             raise ValueError("end_date must be after start_date")
+        # Timestamps outside these years cannot be held by the pandas code downstream (nanoseconds).
+        for name, day in (("start_date", self.start_date), ("end_date", self.end_date)):
+            if day is not None and not dt.date(1678, 1, 1) <= day <= dt.date(2261, 1, 1):
+                raise ValueError(f"{name} {day} is outside 1678-01-01 .. 2261-01-01, the range timestamps can take")
         return self
 
 
@@ -299,6 +303,16 @@ class Ingestion(_Strict):
     volume_drop_max: Share = 0.9
     volume_window_days: int = Field(default=14, ge=1, le=366)
     volume_min_history_days: int = Field(default=3, ge=1, le=366)
+
+    @model_validator(mode="after")
+    def _judgeable(self) -> Ingestion:
+        if self.volume_min_history_days > self.volume_window_days:
+            raise ValueError(f"volume_min_history_days {self.volume_min_history_days} exceeds volume_window_days "
+                             f"{self.volume_window_days}: the volume would never be judged")
+        if len(set(self.null_markers)) != len(self.null_markers) or "" in self.null_markers:
+            raise ValueError(f"null_markers {self.null_markers} repeat a marker or list the empty field (always "
+                             f"missing already)")
+        return self
 
 
 class Contract(_Strict):
