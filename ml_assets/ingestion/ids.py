@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -106,14 +105,6 @@ def encode(sorted_hashes: np.ndarray) -> bytes:
 
 def decode(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<u8")
-
-
-@dataclass
-class Candidates:
-    """Rows of the new delivery whose id hash matches an id of another partition."""
-
-    partition: str
-    rows: np.ndarray  # positions in the new delivery
 
 
 class Probe:
