@@ -1,4 +1,8 @@
-"""Contract validation of landing files (D1, S2).
+"""FROZEN COPY of the previous validator (pandas + pandera), kept only for test_ingestion_parity.py.
+
+Do not change or use it elsewhere; ml_assets/ingestion/validate.py is the validator.
+
+Contract validation of landing files (D1, S2).
 
 Two levels of failure, as in RELIABILITY.md D1:
 - a *file-level* problem (unreadable or empty file, unknown format, missing or renamed
