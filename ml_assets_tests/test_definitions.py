@@ -33,6 +33,7 @@ DAILY = {"raw_transactions", "raw_labels", "transaction_features", "batch_predic
          "evidently_report", "model_performance"}
 BLOCKING = {  # checks that guard training data or promotion must stop downstream steps
     ("raw_transactions", "schema_contract"), ("raw_transactions", "null_rates"), ("raw_transactions", "baseline_stats"),
+    ("raw_transactions", "row_volume"),
     ("raw_labels", "schema_contract"), ("raw_labels", "labels_match_records"),
     ("transaction_features", "completeness"), ("transaction_features", "feature_nulls"),
     ("online_features", "online_matches_offline"), ("golden_set", "class_minimum"),

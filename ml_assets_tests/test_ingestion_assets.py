@@ -2,18 +2,20 @@
 all-or-nothing backfills (D6), a flaky and a dead source (D7), and cross-run refusal of failed partitions."""
 
 import datetime as dt
+import io
 import json
+import os
 import time
 
 import dagster as dg
-import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from ml_assets.contract import load_contract
 from ml_assets.ingestion.ingest import read_partitions
 from ml_assets.resources import StorageResource
 from ml_assets.simulate.generator import SimulationConfig, simulate
-from ml_assets.storage import LocalStore, ObjectStore
+from ml_assets.storage import LocalStore, ObjectStore, table_to_parquet_bytes
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.harness import Graph, check_outcomes, failure_messages, materialized_partitions
 
@@ -50,7 +52,7 @@ def test_rematerializing_a_partition_gives_byte_identical_output(contract, landi
     assert f"raw_transactions/{DAYS[0]}.parquet" in before and f"quarantine/raw_transactions/{DAYS[0]}.parquet" in before
     assert before == after, "a second run of the same partition rewrote identical bytes"
     meta = second.asset_materializations_for_node("raw_transactions")[0].metadata
-    assert meta["redelivered_partitions"].value == DAYS[0]
+    assert meta["redelivered_partitions"].value == DAYS[0] and meta["redelivery"].value is True
     assert meta["rows_delivered"].value == meta["rows_valid"].value + meta["rows_quarantined"].value
 
 
@@ -87,10 +89,11 @@ def test_the_same_content_twice_in_one_backfill_is_refused(contract, landing, tm
 class LossyLake(LocalStore):
     """A lake whose staged writes silently lose the last row of the valid data: the D6 fault."""
 
-    def write_parquet(self, key: str, df: pd.DataFrame) -> str:
+    def write_bytes(self, key: str, data: bytes) -> None:
         if key.startswith("staging/") and "/quarantine/" not in key and key.endswith(f"{DAYS[1]}.parquet"):
-            df = df.iloc[:-1]
-        return super().write_parquet(key, df)
+            table = pq.read_table(io.BytesIO(data))
+            data = table_to_parquet_bytes(table.slice(0, table.num_rows - 1))
+        super().write_bytes(key, data)
 
 
 class LossyLakeResource(StorageResource):
@@ -205,6 +208,47 @@ def test_check_outcomes_are_recorded_next_to_each_partition(contract, landing, t
         result = g.materialize([g.raw_transactions], instance, DAYS[0])
     store = LocalStore(g.lake_dir)
     status = json.loads(store.read_bytes(f"ingestion_status/raw_transactions/{DAYS[0]}.json"))
-    assert status["passed"] and set(status["checks"]) == {"schema_contract", "null_rates", "baseline_stats"}
+    assert status["passed"] and set(status["checks"]) == {"schema_contract", "null_rates", "baseline_stats",
+                                                          "baseline_drift", "row_volume"}
     assert status["run_id"] == result.run_id
     assert {name for (_, name), ev in check_outcomes(result).items() if ev.passed} == set(status["checks"])
+    assert not status["checks"]["baseline_drift"]["blocking"] and status["checks"]["row_volume"]["blocking"]
+    assert oct(LocalStore(g.lake_dir).path(f"raw_transactions/{DAYS[0]}.parquet").stat().st_mode & 0o777) == \
+        oct(0o666 & ~_umask()), "lake files are readable by others (0644 under umask 022), not mkstemp's 0600"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_a_label_of_a_quarantined_record_is_quarantined_and_only_never_delivered_ids_fail(contract, tmp_path):
+    simulate(tmp_path / "landing", SimulationConfig(start_date=dt.date(2026, 1, 1), days=4, n_cards=300))
+    tx = tmp_path / "landing" / "transactions" / "2026-01-01.csv"
+    lines = tx.read_bytes().decode().splitlines(keepends=True)
+    bad_id = lines[5].split(",")[0]
+    fields = lines[5].split(",")
+    fields[3] = "-1"  # amount: outside the contract's domain -> quarantined
+    lines[5] = ",".join(fields)
+    tx.write_text("".join(lines))
+    g = Graph(contract, tmp_path)
+    store = LocalStore(g.lake_dir)
+    with dg.instance_for_test() as instance:
+        assert g.materialize([g.raw_transactions], instance, "2026-01-01", "2026-01-04").success
+        result = g.materialize([g.raw_labels], instance, "2026-01-04")
+        assert result.success, failure_messages(result)
+        match = check_outcomes(result)[("raw_labels", "labels_match_records")]
+        assert match.passed and "1 labels of quarantined records were quarantined with them" in match.description
+        q = store.read_parquet("quarantine/raw_labels/2026-01-04.parquet")
+        assert q["transaction_id"].tolist() == [bad_id]
+        assert "quarantined at ingestion of raw_transactions 2026-01-01" in q["_reason"].iloc[0]
+        # A label for a record that was never delivered still fails the check, and blocks consumers.
+        labels = tmp_path / "landing" / "labels" / "2026-01-04.csv"
+        labels.write_text(labels.read_text() + "tx_never_delivered,1\n")
+        result = g.materialize([g.raw_labels], instance, "2026-01-04")
+        assert not result.success
+        match = check_outcomes(result)[("raw_labels", "labels_match_records")]
+        assert not match.passed and "1 labels without a delivered record" in match.description
+    status = json.loads(store.read_bytes("ingestion_status/raw_labels/2026-01-04.json"))
+    assert not status["passed"] and status["delivered"] == status["valid"] + status["quarantined"]

@@ -117,7 +117,9 @@ def test_ingestion_and_features_run_through_the_production_s3_resource(prod):
                          DAYS[0], DAYS[-1])
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         observation = instance.fetch_observations(dg.AssetKey("landing_zone"), limit=1).records[0].asset_observation
-        meta = instance.get_latest_materialization_event(dg.AssetKey("raw_transactions")).asset_materialization.metadata
+        (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("raw_transactions"), asset_partitions=[DAYS[0]]), limit=1).records
+        meta = record.asset_materialization.metadata  # the first day's own counts, and the run's totals
     assert observation.metadata["delivery_state"].value == "complete"
     assert f"s3://{LANDING_BUCKET}/{LANDING_PREFIX}/transactions" in as_markdown(observation.metadata["sources"])
     assert f"s3://{LANDING_BUCKET}/{LANDING_PREFIX}/transactions/{DAYS[0]}.csv" in meta["sources"].value
@@ -135,7 +137,8 @@ def test_ingestion_and_features_run_through_the_production_s3_resource(prod):
     reason = lake_frame(s3, f"quarantine/raw_transactions/{DAYS[0]}.parquet")["_reason"].iloc[0]
     assert "amount" in reason and "-12.5" in reason
     assert meta["rows_quarantined"].value == 1
-    assert meta["rows_valid"].value + 1 == sum(prod["delivered"][("transactions", d)] for d in DAYS)
+    assert meta["rows_valid"].value + 1 == prod["delivered"][("transactions", DAYS[0])]
+    assert meta["run_rows_valid"].value + 1 == sum(prod["delivered"][("transactions", d)] for d in DAYS)
 
 
 def test_a_missing_s3_object_fails_loudly_naming_its_uri_and_writes_nothing(prod):

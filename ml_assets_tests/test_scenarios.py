@@ -105,9 +105,8 @@ def test_file_level_scenarios_fail_the_partition_alert_and_publish_nothing(scena
 
 
 CHECK_LEVEL = {
-    # scenario -> checks that must fail, checks that must pass
-    "null_spike": ({"null_rates", "schema_contract", "baseline_stats"}, set()),
-    "out_of_range": ({"baseline_stats"}, {"schema_contract", "null_rates"}),
+    # scenario -> blocking checks that must fail, checks that must pass
+    "null_spike": ({"null_rates", "schema_contract", "baseline_stats"}, {"row_volume"}),
 }
 
 
@@ -120,7 +119,8 @@ def test_check_level_scenarios_block_features_in_this_run_and_the_next(scenario_
         result = g.materialize([g.raw_transactions, g.transaction_features], instance, BAD)
         assert not result.success
         outcomes = check_outcomes(result)
-        failed = {name for (asset, name), ev in outcomes.items() if asset == "raw_transactions" and not ev.passed}
+        failed = {name for (asset, name), ev in outcomes.items() if asset == "raw_transactions" and not ev.passed
+                  and ev.severity == dg.AssetCheckSeverity.ERROR}
         assert failed == must_fail and not must_pass & failed
         alert = g.alert_for(result, instance)
         assert all(name in alert["error"] for name in must_fail)
@@ -141,10 +141,32 @@ def test_check_level_scenarios_block_features_in_this_run_and_the_next(scenario_
     assert not store.exists("golden_set/v1/manifest.json")
     status = json.loads(store.read_bytes(f"ingestion_status/raw_transactions/{BAD}.json"))
     assert not status["passed"] and {n for n, c in status["checks"].items() if not c["passed"]} == must_fail
-    if scenario == "out_of_range":
-        meta = outcomes[("raw_transactions", "baseline_stats")].metadata
-        assert meta["threshold_out_of_range_share_max"].value == 0.01
-        assert "amount" in outcomes[("raw_transactions", "baseline_stats")].description
+    if scenario == "null_spike":
+        description = outcomes[("raw_transactions", "baseline_stats")].description
+        assert "merchant_category: null rate" in description and "null_rate_jump_max" in description
+
+
+def test_in_domain_values_outside_training_are_a_drift_warning_not_a_stop(scenario_graph):
+    """D2: amounts delivered in cents are still inside the contract's domain (rows above its max are
+    quarantined by D1), so they are drift for monitoring to judge: a warning that names the column and
+    the setting, while the day is ingested and its features are built."""
+    g = scenario_graph("out_of_range")
+    with dg.instance_for_test() as instance:
+        result = g.materialize([g.raw_transactions, g.transaction_features], instance, BAD)
+        assert result.success, failure_messages(result)
+        drift = check_outcomes(result)[("raw_transactions", "baseline_drift")]
+        assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+        assert "amount:" in drift.description and "outside the training range" in drift.description
+        assert "thresholds.baseline.range_margin" in drift.description
+        assert drift.metadata["threshold_out_of_range_share_max"].value == 0.01
+        assert check_outcomes(result)[("raw_transactions", "baseline_stats")].passed
+        assert BAD in materialized_partitions(instance, "transaction_features")
+    store = LocalStore(g.lake_dir)
+    status = read_status(store, "raw_transactions", BAD)
+    assert status["passed"] and not status["checks"]["baseline_drift"]["passed"]
+    q = store.read_parquet(f"quarantine/raw_transactions/{BAD}.parquet")
+    assert len(q) and q["_reason"].str.contains("columns.amount.max").all(), "outside the domain: quarantined (D1)"
+    assert status["delivered"] == status["valid"] + status["quarantined"]
 
 
 def test_drift_is_not_mistaken_for_a_pipeline_bug(scenario_graph):

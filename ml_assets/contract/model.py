@@ -9,10 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONTRACT = Path(__file__).with_name("card_transactions.yaml")
 
@@ -22,14 +30,48 @@ DerivedOp = Literal["not_equal", "equal", "hour", "day_of_week"]
 
 ID_DTYPES = ("string", "category")
 _WINDOW = re.compile(r"^(\d+)([mhd])$")
+# A name that becomes part of a path (a directory, a file): letters, digits, '_', '-', '.', never
+# starting with '.' (no '..', no hidden files); directories may nest with '/'.
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# Quarantine files add these columns to the delivered ones.
+RESERVED_PREFIX = "_"
 
 
 class ContractError(ValueError):
     """The contract file is missing, unreadable or malformed."""
 
 
+def _safe_segment(value: str) -> str:
+    if not _SEGMENT.match(value) or len(value) > 128:
+        raise ValueError(f"{value!r} is not a safe name for a path: use letters, digits, '_', '-' and '.', "
+                         f"starting with a letter or digit (no '/', no '..'), at most 128 characters")
+    return value
+
+
+def _safe_path(value: str) -> str:
+    parts = value.split("/")
+    if any(not _SEGMENT.match(p) for p in parts) or len(value) > 256:
+        raise ValueError(f"{value!r} is not a safe relative directory: '/'-separated names of letters, digits, "
+                         f"'_', '-' and '.', each starting with a letter or digit (no leading '/', no '..')")
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value) or len(value) > 64:
+        raise ValueError(f"{value!r} is not an identifier: a letter, then letters, digits or '_' (at most 64)")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_segment)]
+SafePath = Annotated[str, AfterValidator(_safe_path)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.nan` or `.inf` in any number is refused (a NaN bound disables its check).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Column(_Strict):
@@ -44,25 +86,44 @@ class Column(_Strict):
     def _consistent(self) -> Column:
         if self.allowed is not None and self.dtype not in ("category", "string"):
             raise ValueError(f"'allowed' only applies to category/string columns, not {self.dtype}")
+        if self.allowed is not None:
+            if not self.allowed:
+                raise ValueError("'allowed' is empty: no value could pass; omit it to allow any value")
+            dups = sorted({a for a in self.allowed if self.allowed.count(a) > 1})
+            if dups:
+                raise ValueError(f"'allowed' lists {dups} more than once")
+            bad = [a for a in self.allowed if not a or a != a.strip() or any(ord(ch) < 32 for ch in a)]
+            if bad:
+                raise ValueError(f"'allowed' values {bad} are empty or carry surrounding whitespace or control "
+                                 f"characters; delivered values are compared exactly")
         if (self.min is not None or self.max is not None) and self.dtype not in ("int", "float"):
             raise ValueError(f"'min'/'max' only apply to numeric columns, not {self.dtype}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.unique and self.dtype in ("float", "bool"):
+            raise ValueError(f"'unique' on a {self.dtype} column: equality of {self.dtype} values is not an identity")
         return self
 
 
 class Records(_Strict):
-    dir: str
+    dir: SafePath
     record_id: str
     entity: str
     event_timestamp: str
+    # A timestamp without a UTC offset: 'utc' reads it as UTC (the landing convention: days are UTC
+    # days), 'refuse' quarantines it. Values with an offset are always converted exactly.
+    naive_timestamps: Literal["utc", "refuse"] = "utc"
+    # Records whose event time is up to this many hours before their partition's day are accepted
+    # (late arrivals); anything else outside the day is quarantined, and a file with every row
+    # outside its day fails.
+    late_tolerance_hours: float = Field(default=0, ge=0, le=24 * 7)
 
 
 class Labels(_Strict):
-    dir: str
+    dir: SafePath
     column: str
-    positive: int = 1
-    delay_days: int = Field(ge=0)
+    positive: int = Field(default=1, ge=0, le=1)  # label values are 0/1; this one is the positive class
+    delay_days: int = Field(ge=0, le=366)
 
 
 class Partitions(_Strict):
@@ -73,11 +134,15 @@ class Partitions(_Strict):
     def _ordered(self) -> Partitions:
         if self.end_date is not None and self.end_date <= self.start_date:
             raise ValueError("end_date must be after start_date")
+        # Timestamps outside these years cannot be held by the pandas code downstream (nanoseconds).
+        for name, day in (("start_date", self.start_date), ("end_date", self.end_date)):
+            if day is not None and not dt.date(1678, 1, 1) <= day <= dt.date(2261, 1, 1):
+                raise ValueError(f"{name} {day} is outside 1678-01-01 .. 2261-01-01, the range timestamps can take")
         return self
 
 
 class Derived(_Strict):
-    name: str
+    name: Identifier  # a feature name: becomes a column, a Feast field and part of file names
     op: DerivedOp
     args: list[str]
 
@@ -90,9 +155,23 @@ class Aggregate(_Strict):
     @field_validator("windows")
     @classmethod
     def _windows(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("no windows: list at least one, e.g. [1h, 1d]")
         for w in value:
-            if not _WINDOW.match(w):
+            m = _WINDOW.match(w)
+            if not m:
                 raise ValueError(f"window {w!r} is not of the form <n>m, <n>h or <n>d")
+            if int(m.group(1)) < 1:
+                raise ValueError(f"window {w!r} is empty; use at least 1{m.group(2)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"windows {value} repeat a window")
+        return value
+
+    @field_validator("functions")
+    @classmethod
+    def _functions(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"functions {value} must list at least one function, each once")
         return value
 
 
@@ -109,7 +188,7 @@ class Slices(_Strict):
 
 
 class Golden(_Strict):
-    version: str
+    version: SafeName  # becomes a directory of the lake: golden_set/<version>/
     # entity: reserved entities over the golden window, training never sees those entities nor those days;
     # time: every entity over the golden window, training only sees days outside it (for datasets with one or
     # a handful of entities: a single market, a single sensor).
@@ -143,7 +222,7 @@ class Training(_Strict):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
-    hidden: list[int] = [64, 32]
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default=[64, 32], min_length=1)
     seed: int = 42
     nproc_per_node: int = Field(default=2, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
@@ -153,29 +232,29 @@ class Training(_Strict):
 
 
 class Gates(_Strict):
-    precision_min: float
-    recall_min: float
-    roc_auc_min: float
-    auc_tolerance: float = 0.005
-    relative_regression_max: float = 0.05
+    precision_min: Share
+    recall_min: Share
+    roc_auc_min: Share
+    auc_tolerance: Share = 0.005
+    relative_regression_max: Share = 0.05
     bootstrap_resamples: int = Field(default=200, ge=100)
-    latency_p99_ms: float = 50
-    latency_requests: int = 100
-    disparate_impact_min: float = 0.8
+    latency_p99_ms: float = Field(default=50, gt=0)
+    latency_requests: int = Field(default=100, ge=1)
+    disparate_impact_min: Share = 0.8
 
 
 class Drift(_Strict):
     """M1, M2, M5, M6: how drift is measured and judged (drift_report)."""
 
-    psi_watch: float = 0.1
-    psi_act: float = 0.2
+    psi_watch: float = Field(default=0.1, ge=0)
+    psi_act: float = Field(default=0.2, ge=0)
     # M5: a day-to-day jump of PSI >= psi_bug right after a stable day is a step, which points to a bug. It is
     # judged only when both days hold min_rows rows each: pooled tiny days cannot show a step.
-    psi_bug: float = 0.5
+    psi_bug: float = Field(default=0.5, ge=0)
     # A step that holds this many days at its new level is taken for the new normal (drift) rather than a bug.
     step_accept_days: int = Field(default=7, ge=1)
-    ks_pvalue: float = 0.05
-    chi2_pvalue: float = 0.05
+    ks_pvalue: float = Field(default=0.05, gt=0, lt=1)
+    chi2_pvalue: float = Field(default=0.05, gt=0, lt=1)
     # Statistics on a few dozen rows are noise: a day with fewer rows is judged together with the days before it,
     # up to max_window_days; with fewer rows than this even then, the day is not judged.
     min_rows: int = Field(default=1000, ge=1)
@@ -192,11 +271,18 @@ class Drift(_Strict):
     # M6: live data this far (PSI on an important feature) from the golden set asks for a new golden version.
     golden_stale_psi: float = Field(default=0.2, gt=0)
 
+    @model_validator(mode="after")
+    def _ordered(self) -> Drift:
+        if not self.psi_watch <= self.psi_act <= self.psi_bug:
+            raise ValueError(f"the PSI bands must be ordered psi_watch <= psi_act <= psi_bug; found psi_watch "
+                             f"{self.psi_watch}, psi_act {self.psi_act}, psi_bug {self.psi_bug}")
+        return self
+
 
 class Performance(_Strict):
     """M3: performance on delayed labels (model_performance)."""
 
-    auc_decline: float = Field(default=0.005, ge=0, le=1)
+    auc_decline: Share = 0.005
     consecutive_windows: int = Field(default=2, ge=1)
     # A window pools the latest labelled days until it holds this many examples of each class (tiny days),
     # up to max_window_days; an AUC on fewer decides nothing.
@@ -225,15 +311,26 @@ class Retraining(_Strict):
 
 
 class Baseline(_Strict):
-    """D2: how far a partition may stray from the stats of the training window."""
+    """D2: how a partition is compared with the stats of the training window.
 
-    # Absolute rise of a column's null rate over its baseline null rate.
-    null_rate_jump_max: float = Field(default=0.01, ge=0, le=1)
-    # Share of a column's values outside the baseline range (widened by range_margin) or in
-    # categories the training window never saw.
-    out_of_range_share_max: float = Field(default=0.01, ge=0, le=1)
-    # The baseline range [min, max] is widened by this fraction of its width on both sides.
-    range_margin: float = Field(default=0.25, ge=0)
+    Values outside the contract's domain are bad data (quarantined by D1). In-domain values that
+    training did not see are drift, reported as a warning for monitoring to judge; only a
+    null-rate jump, a sign of a broken pipeline, blocks the partition.
+    """
+
+    # A column's null rate may exceed the highest null rate of any baseline partition by this much...
+    null_rate_jump_max: Share = 0.01
+    # ...and the excess must hold at this one-sided confidence (Wilson bound on the partition's
+    # rate), so that a few nulls in a small partition are not a jump.
+    null_rate_confidence: float = Field(default=0.999, ge=0.5, lt=1)
+    # Partitions with fewer delivered rows than this are not judged at all.
+    min_rows: int = Field(default=100, ge=1)
+    # Drift signal (a warning, not blocking) when more than this share of a column's values lie
+    # outside the baseline range (widened by range_margin) or in categories training never saw.
+    out_of_range_share_max: Share = 0.01
+    # The baseline range [min, max] is widened by this fraction of its width on both sides (of the
+    # value's magnitude when training saw a single value).
+    range_margin: float = Field(default=0.25, ge=0, le=100)
 
 
 class Thresholds(_Strict):
@@ -257,10 +354,36 @@ class Thresholds(_Strict):
 
 
 class Ingestion(_Strict):
-    """D7: how long a flaky landing zone is retried (exponential backoff) before the partition fails."""
+    """How landing files are read and judged as deliveries (D1, D5-D7)."""
 
-    retry_attempts: int = Field(default=4, ge=1)
-    retry_base_delay_s: float = Field(default=0.5, ge=0)
+    # D7: a flaky landing zone is retried this many times (exponential backoff) before the partition fails.
+    retry_attempts: int = Field(default=4, ge=1, le=20)
+    retry_base_delay_s: float = Field(default=0.5, ge=0, le=600)
+    # A delivery manifest (<dir>/<day>.manifest.json: rows and sha256 per file, see README) is
+    # checked when present; 'required' fails a partition whose manifest has not arrived.
+    manifest: Literal["optional", "required"] = "optional"
+    # D1: a column where more than this share of the non-empty values cannot be accepted has the
+    # wrong type as a whole: the file fails instead of quarantining most of its rows.
+    wrong_type_share: float = Field(default=0.5, gt=0, le=1)
+    # Text values that mean "missing" in this source (e.g. NULL, N/A). An empty field is always
+    # missing; nothing else is read as missing unless listed here ('NA' may be Namibia).
+    null_markers: list[str] = []
+    # Expected volume: a records partition with fewer rows than (1 - volume_drop_max) x the median
+    # of the last volume_window_days ingested partitions fails the row_volume check; judged once
+    # volume_min_history_days partitions are known. 1.0 turns the check off.
+    volume_drop_max: Share = 0.9
+    volume_window_days: int = Field(default=14, ge=1, le=366)
+    volume_min_history_days: int = Field(default=3, ge=1, le=366)
+
+    @model_validator(mode="after")
+    def _judgeable(self) -> Ingestion:
+        if self.volume_min_history_days > self.volume_window_days:
+            raise ValueError(f"volume_min_history_days {self.volume_min_history_days} exceeds volume_window_days "
+                             f"{self.volume_window_days}: the volume would never be judged")
+        if len(set(self.null_markers)) != len(self.null_markers) or "" in self.null_markers:
+            raise ValueError(f"null_markers {self.null_markers} repeat a marker or list the empty field (always "
+                             f"missing already)")
+        return self
 
 
 class Contract(_Strict):
@@ -282,6 +405,14 @@ class Contract(_Strict):
     @model_validator(mode="after")
     def _references(self) -> Contract:
         cols = self.columns
+        if not cols:
+            raise ValueError("columns: no columns declared")
+        for name in cols:
+            if (not name or name != name.strip() or name.startswith(RESERVED_PREFIX)
+                    or any(ord(ch) < 32 for ch in name)):
+                raise ValueError(f"columns: {name!r} is not a usable column name (empty, surrounding whitespace, "
+                                 f"control characters, or a leading '{RESERVED_PREFIX}', which quarantine files "
+                                 f"reserve for their own columns)")
         for role, name in (
             ("records.record_id", self.records.record_id),
             ("records.entity", self.records.entity),
@@ -296,18 +427,62 @@ class Contract(_Strict):
                     f"{' or '.join(ID_DTYPES)}: they are joined and compared as text (labels to records, Feast "
                     f"entity keys), so a numeric id would silently fail to match"
                 )
-        if cols[self.records.event_timestamp].dtype != "datetime":
+            if cols[name].nullable:
+                raise ValueError(f"columns.{name}.nullable: {role} {name!r} must not be nullable (a record without "
+                                 f"it cannot be joined or deduplicated)")
+        rid = cols[self.records.record_id]
+        if not rid.unique:
+            raise ValueError(f"columns.{self.records.record_id}.unique: records.record_id must be declared "
+                             f"unique: true (it identifies a record for dedupe and label joins)")
+        if self.records.entity == self.records.record_id:
+            raise ValueError("records.entity: the entity must differ from the record id (aggregates are per entity)")
+        ts = cols[self.records.event_timestamp]
+        if ts.dtype != "datetime":
             raise ValueError("records.event_timestamp must name a column of dtype datetime")
-        for name in self.features.passthrough:
+        if ts.nullable:
+            raise ValueError(f"columns.{self.records.event_timestamp}.nullable: the event timestamp must not be "
+                             f"nullable (it places the record in time)")
+        a, b = self.records.dir, self.labels.dir
+        if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+            raise ValueError(f"labels.dir: {b!r} and records.dir {a!r} must be separate directories")
+        if self.labels.column == self.records.record_id:
+            raise ValueError("labels.column: the label column must differ from records.record_id")
+        passthrough = self.features.passthrough
+        if len(set(passthrough)) != len(passthrough):
+            raise ValueError(f"features.passthrough lists a column more than once: {passthrough}")
+        for name in passthrough:
             if name not in cols:
                 raise ValueError(f"features.passthrough names unknown column {name!r}")
-        for d in self.features.derived:
-            for a in d.args:
-                if a not in cols:
-                    raise ValueError(f"features.derived[{d.name}] uses unknown column {a!r}")
+            if name in (self.records.record_id, self.records.event_timestamp):
+                raise ValueError(f"features.passthrough: {name!r} is the record id or the event timestamp, not a "
+                                 f"feature (use a derived hour/day_of_week for time)")
+            if cols[name].dtype == "datetime":
+                raise ValueError(f"features.passthrough: {name!r} is a datetime; derive a feature from it "
+                                 f"(hour, day_of_week) instead")
+        numeric = ("int", "float")
+        for i, d in enumerate(self.features.derived):
+            where = f"features.derived[{i}] ({d.name})"
+            for arg in d.args:
+                if arg not in cols:
+                    raise ValueError(f"{where} uses unknown column {arg!r}")
+            arity = 2 if d.op in ("not_equal", "equal") else 1
+            if len(d.args) != arity:
+                raise ValueError(f"{where}: {d.op} takes {arity} column(s); found {len(d.args)}: {d.args}")
+            dtypes = [cols[arg].dtype for arg in d.args]
+            if d.op in ("hour", "day_of_week") and dtypes != ["datetime"]:
+                raise ValueError(f"{where}: {d.op} needs a datetime column; {d.args[0]!r} is {dtypes[0]}")
+            if arity == 2 and (dtypes[0] in numeric) != (dtypes[1] in numeric):
+                raise ValueError(f"{where}: {d.op} compares {d.args} of dtypes {dtypes}; compare like with like")
         for a in self.features.aggregates:
-            if a.column not in cols or cols[a.column].dtype not in ("int", "float"):
+            if a.column not in cols or cols[a.column].dtype not in numeric:
                 raise ValueError(f"features.aggregates column {a.column!r} must be a numeric column")
+        names = self.feature_names
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"features: feature names {dup} are declared more than once")
+        clash = sorted({d.name for d in self.features.derived} & set(cols))
+        if clash:
+            raise ValueError(f"features.derived names {clash} are also column names; pick distinct names")
         for s in [*self.slices.declared, *([self.slices.sensitive_attribute] if self.slices.sensitive_attribute else [])]:
             if s not in self.feature_names:
                 raise ValueError(f"slice {s!r} must be a feature (passthrough or derived)")
@@ -368,21 +543,56 @@ def window_to_timedelta(window: str) -> dt.timedelta:
     return {"m": dt.timedelta(minutes=int(n)), "h": dt.timedelta(hours=int(n)), "d": dt.timedelta(days=int(n))}[unit]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML with duplicate keys refused: the second `min:` must not silently win over the first."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+        try:
+            seen[key] = key_node.start_mark.line
+        except TypeError:  # an unhashable key; the default constructor reports it
+            break
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def load_contract(path: str | Path | None = None) -> Contract:
-    """Load and validate a contract; errors name the file and the offending field."""
+    """Load and validate a contract; every refusal is one ContractError naming the file and the field."""
     path = Path(path) if path else DEFAULT_CONTRACT
+    # `from None`: the message is the whole story; a chained traceback would only bury it.
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as e:
-        raise ContractError(f"contract file {path} does not exist") from e
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ContractError(f"contract file {path} does not exist (set ML_ASSETS_CONTRACT to a contract "
+                            f"YAML file)") from None
+    except IsADirectoryError:
+        raise ContractError(f"contract path {path} is a directory; expected a contract YAML file") from None
+    except PermissionError:
+        raise ContractError(f"contract file {path} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as e:
+        raise ContractError(f"contract file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ContractError(f"contract file {path} cannot be read: {e.strerror or e}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
-        raise ContractError(f"contract file {path} is not valid YAML: {e}") from e
+        raise ContractError(f"contract file {path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise ContractError(f"contract file {path}: expected a mapping at the top level, found {type(raw).__name__}")
+        raise ContractError(f"contract file {path}: expected a mapping at the top level, "
+                            f"found {type(raw).__name__}") from None
     try:
         return Contract.model_validate(raw)
     except ValidationError as e:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
+            (f"{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ") for err in e.errors()
         )
-        raise ContractError(f"contract file {path} is invalid: {problems}") from e
+        raise ContractError(f"contract file {path} is invalid: {problems}") from None

@@ -109,7 +109,8 @@ def usable_partitions(store: ObjectStore) -> Usable:
             if status is None:
                 out.excluded[p] = f"{asset}: no ingestion record (interrupted run?)"
                 continue
-            failed = [n for n, c in status.get("checks", {}).items() if not c.get("passed", False)]
+            failed = [n for n, c in status.get("checks", {}).items()
+                      if not c.get("passed", False) and c.get("blocking", True)]
             if failed:
                 out.excluded[p] = f"{asset}: failed {', '.join(failed)}"
                 continue
