@@ -81,6 +81,10 @@ def quiet_libraries(log_path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     for name in ("py.warnings", "mlflow", "alembic", "feast", "ml_assets", "evidently"):
         lib = logging.getLogger(name)
+        # MLflow (and others) attach their own stderr handler; theirs go to the file with everything else.
+        for existing in list(lib.handlers):
+            if isinstance(existing, logging.StreamHandler) and not isinstance(existing, logging.FileHandler):
+                lib.removeHandler(existing)
         lib.addHandler(handler)
         lib.propagate = False
     warnings.simplefilter("default")

@@ -107,7 +107,7 @@ def test_the_timeline_is_written_as_csv_and_png(drifted):
 
 @pytest.fixture(scope="module")
 def stable(tmp_path_factory):
-    yield from replay_world(tmp_path_factory.mktemp("stable"), "none", days=BOOTSTRAP + 42, cards=1200)
+    yield from replay_world(tmp_path_factory.mktemp("stable"), "none", days=BOOTSTRAP + 42)
 
 
 def test_stable_days_never_trigger_a_retrain(stable):

@@ -84,7 +84,7 @@ def labeled_records(transactions: pd.DataFrame, labels: pd.DataFrame, contract: 
 
 def golden_window(labeled: pd.DataFrame, contract: Contract) -> tuple[dt.date, dt.date]:
     """The last `window_days` labelled days, grown backwards (up to `max_window_days`) until the pool
-    holds `min_per_class` examples of each class; always leaves at least one earlier day for training."""
+    holds `min_per_class` examples of each class; grown, it never takes more than half of the labelled days."""
     g = contract.datasets.golden
     days = sorted(labeled[contract.timestamp].dt.date.unique())
     if len(days) < g.window_days + 1:
@@ -92,7 +92,8 @@ def golden_window(labeled: pd.DataFrame, contract: Contract) -> tuple[dt.date, d
             f"golden window needs {g.window_days} labelled days plus at least one day for training; "
             f"found {len(days)} labelled days ({days[0] if days else '-'} .. {days[-1] if days else '-'})"
         )
-    limit = min(g.max_window_days or g.window_days, len(days) - 1)
+    # Grown for tiny days, but never past half of the labelled days: training needs at least as many.
+    limit = min(g.max_window_days or g.window_days, max(g.window_days, len(days) // 2))
     n = g.window_days
     while True:
         start, end = days[-n], days[-1]

@@ -128,8 +128,14 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
             "epoch_log": md_table(epochs[[c for c in epochs.columns if c != "event"]]) if len(epochs) else "resumed",
         })
         floor = contract.thresholds.gates.roc_auc_min
-        yield dg.AssetCheckResult(check_name="validation_auc", asset_key="model_checkpoint",
-                                  passed=r["val_auc"] >= floor, severity=dg.AssetCheckSeverity.WARN,
-                                  metadata={"val_auc": r["val_auc"], "threshold": floor})
+        defined = r.get("val_auc") is not None
+        yield dg.AssetCheckResult(
+            check_name="validation_auc", asset_key="model_checkpoint", passed=defined and r["val_auc"] >= floor,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(f"validation AUC {r['val_auc']:.4f} vs roc_auc_min {floor}" if defined else
+                         "validation AUC undefined: the validation split (the last validation_fraction of the "
+                         "training window, by time) holds a single class; deliver more labelled days or widen "
+                         "datasets.training_window_days"),
+            metadata={"val_auc": r.get("val_auc"), "threshold": floor})
 
     return [model_checkpoint]
