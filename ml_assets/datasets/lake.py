@@ -12,8 +12,8 @@ import pandas as pd
 
 from ml_assets.contract import Contract
 from ml_assets.datasets.build import GoldenManifest, labeled_records
-from ml_assets.ingestion.ingest import materialized_partitions, read_partitions, read_status
-from ml_assets.storage import ObjectStore, sha256_bytes
+from ml_assets.ingestion.ingest import TAMPERED, ingestion_verdicts, materialized_partitions, read_partitions
+from ml_assets.storage import ObjectStore
 
 TRAINING_KEY = "training_set/training_set.parquet"
 TRAINING_MANIFEST = "training_set/manifest.json"
@@ -104,21 +104,13 @@ def usable_partitions(store: ObjectStore) -> Usable:
     """
     out = Usable([], [])
     for asset, bucket in (("raw_transactions", out.records), ("raw_labels", out.labels)):
-        for p in materialized_partitions(store, asset):
-            status = read_status(store, asset, p)
-            if status is None:
-                out.excluded[p] = f"{asset}: no ingestion record (interrupted run?)"
-                continue
-            failed = [n for n, c in status.get("checks", {}).items()
-                      if not c.get("passed", False) and c.get("blocking", True)]
-            if failed:
-                out.excluded[p] = f"{asset}: failed {', '.join(failed)}"
-                continue
-            key = f"{asset}/{p}.parquet"
-            if sha256_bytes(store.read_bytes(key)) != status["output_sha256"]:
-                raise DatasetError(f"{asset} {p}: {store.uri(key)} is not the file its ingestion record describes "
-                                   f"(sha256 differs): it was modified after ingestion. Re-materialize that partition.")
-            bucket.append(p)
+        for p, why in ingestion_verdicts(store, asset, materialized_partitions(store, asset)).items():
+            if why is not None and why.startswith(TAMPERED):
+                raise DatasetError(why.removeprefix(f"{TAMPERED} ") + ". Re-materialize that partition.")
+            if why is None:
+                bucket.append(p)
+            else:
+                out.excluded[p] = why
     for p in list(out.records):
         key = DRIFT_VERDICT.format(day=p)
         if store.exists(key):

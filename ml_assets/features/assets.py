@@ -11,10 +11,11 @@ import pandas as pd
 
 from ml_assets.contract import Contract
 from ml_assets.features.compute import compute_features, max_window
-from ml_assets.features.history import partition_verdicts, refusals
+from ml_assets.features.history import refusals
 from ml_assets.features.online import online_offline_mismatches
 from ml_assets.features.store import FEATURE_VIEW
 from ml_assets.ingestion.ingest import (
+    ingestion_verdicts,
     lake_key,
     materialized_partitions,
     read_partitions,
@@ -64,11 +65,11 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             # consume a partition whose ingestion checks failed, so re-verify here. The day itself must have
             # passed; a failed day in the history is left out (named in the metadata) rather than halting every
             # day after it for the length of the window.
-            verdicts = partition_verdicts(store, "raw_transactions", window)
+            verdicts = ingestion_verdicts(store, "raw_transactions", window)
             refused = refusals(verdicts, [pk])
             if refused:
                 raise dg.Failure(f"transaction_features {pk}: refusing to consume partitions that did not pass "
-                                 f"ingestion: {'; '.join(w.removeprefix('TAMPERED ') for w in refused)}. Fix the "
+                                 f"ingestion: {'; '.join(refused)}. Fix the "
                                  f"delivery and re-materialize those partitions of raw_transactions first.",
                                  allow_retries=False)
             excluded = {p: why for p, why in verdicts.items() if why}

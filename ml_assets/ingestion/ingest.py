@@ -617,38 +617,51 @@ def clean_stale_staging(lake: ObjectStore, is_active: Callable[[str], bool]) -> 
     return stale
 
 
-def verify_ingested(lake: ObjectStore, asset: str, partitions: list[str]) -> list[str]:
-    """Re-verify, in the consumer, the ingestion checks of the published partitions it reads.
+TAMPERED = "TAMPERED"
 
-    Partitions with no published file are skipped (the caller decides whether absence is an
-    error). Raises `IngestionRefused` naming every partition whose blocking checks failed, which
-    has no record, or whose file is not the one its record describes. Returns the verified partitions.
-    """
-    problems, verified = [], []
+
+def ingestion_verdicts(lake: ObjectStore, asset: str, partitions: list[str]) -> dict[str, str | None]:
+    """For each published partition: None when it passed its blocking ingestion checks and its file is the
+    one its record describes, else why not. Partitions without a published file are left out (absence is
+    the caller's to judge). A file that does not match its record gets a reason starting with TAMPERED: not
+    a data-quality verdict but a file changed behind the pipeline's back. Warnings (non-blocking checks,
+    e.g. drift for monitoring to judge) never refuse a partition."""
+    out: dict[str, str | None] = {}
     for p in partitions:
         key = lake_key(asset, p)
         if not lake.exists(key):
             continue
         status = read_status(lake, asset, p)
         if status is None:
-            problems.append(f"{asset} {p}: no ingestion record at {lake.uri(status_key(asset, p))} "
-                            f"(written by an interrupted run?)")
+            out[p] = f"{asset} {p}: no ingestion record at {lake.uri(status_key(asset, p))} (written by an " \
+                     f"interrupted run?)"
             continue
         failed = {name: c.get("description", "") for name, c in status["checks"].items()
                   if not c["passed"] and c.get("blocking", True)}
         if failed:
-            problems.append(f"{asset} {p}: failed check(s) " + "; ".join(f"{n} ({d})" for n, d in failed.items()))
+            out[p] = f"{asset} {p}: failed check(s) " + "; ".join(f"{n} ({d})" for n, d in failed.items())
         elif sha256_bytes(lake.read_bytes(key)) != status["output_sha256"]:
-            problems.append(f"{asset} {p}: {lake.uri(key)} is not the file its ingestion record describes "
-                            f"(sha256 differs)")
+            out[p] = (f"{TAMPERED} {asset} {p}: {lake.uri(key)} is not the file its ingestion record describes "
+                      f"(sha256 differs): it was changed after ingestion")
         else:
-            verified.append(p)
+            out[p] = None
+    return out
+
+
+def verify_ingested(lake: ObjectStore, asset: str, partitions: list[str]) -> list[str]:
+    """Re-verify, in the consumer, the ingestion checks of the published partitions it reads.
+
+    Raises `IngestionRefused` naming every published partition whose blocking checks failed, which has
+    no record, or whose file is not the one its record describes. Returns the verified partitions.
+    """
+    verdicts = ingestion_verdicts(lake, asset, partitions)
+    problems = [why.removeprefix(f"{TAMPERED} ") for why in verdicts.values() if why]
     if problems:
         raise IngestionRefused(
             "refusing to consume partitions that did not pass ingestion: " + "; ".join(problems)
             + ". Fix the delivery and re-materialize those partitions of " + asset + " first."
         )
-    return verified
+    return [p for p, why in verdicts.items() if why is None]
 
 
 def ingest_partition(kind: str, landing: ObjectStore, lake: ObjectStore, contract: Contract, partition: str,

@@ -99,8 +99,34 @@ def _float_values(values: np.ndarray | pd.Series) -> np.ndarray:
     return pd.Series(np.asarray(values).ravel()).to_numpy(dtype=float, na_value=np.nan)
 
 
+class _Counts:
+    """What every profiled column answers: how many values, how many nulls, whether it is constant."""
+
+    nulls: int
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def rows(self) -> int:
+        return self.size + self.nulls
+
+    @property
+    def null_rate(self) -> float:
+        return self.nulls / self.rows if self.rows else 0.0
+
+    @property
+    def distinct_at_most_one(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def constant(self) -> bool:
+        return self.size >= 2 and self.distinct_at_most_one
+
+
 @dataclass(frozen=True)
-class NumericColumn:
+class NumericColumn(_Counts):
     """One numeric column, sorted once: everything the statistics need comes from here."""
 
     sorted: np.ndarray  # non-null values, ascending
@@ -117,20 +143,12 @@ class NumericColumn:
         return int(self.sorted.size)
 
     @property
-    def rows(self) -> int:
-        return self.size + self.nulls
-
-    @property
-    def null_rate(self) -> float:
-        return self.nulls / self.rows if self.rows else 0.0
-
-    @property
-    def constant(self) -> bool:
-        return self.size >= 2 and self.sorted[0] == self.sorted[-1]
+    def distinct_at_most_one(self) -> bool:
+        return not self.size or self.sorted[0] == self.sorted[-1]
 
 
 @dataclass(frozen=True)
-class CategoricalColumn:
+class CategoricalColumn(_Counts):
     counts: dict[str, int]  # non-null categories
     nulls: int
 
@@ -146,16 +164,8 @@ class CategoricalColumn:
         return sum(self.counts.values())
 
     @property
-    def rows(self) -> int:
-        return self.size + self.nulls
-
-    @property
-    def null_rate(self) -> float:
-        return self.nulls / self.rows if self.rows else 0.0
-
-    @property
-    def constant(self) -> bool:
-        return self.size >= 2 and len(self.counts) == 1
+    def distinct_at_most_one(self) -> bool:
+        return len(self.counts) <= 1
 
 
 Column = NumericColumn | CategoricalColumn
