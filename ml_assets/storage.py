@@ -227,6 +227,69 @@ class S3Store(ObjectStore):
         self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
 
 
+class ReadCache(ObjectStore):
+    """A store that remembers what one step has read (Parquet frames and existence), up to a memory budget.
+
+    A daily asset over a range of days reads each day's window of earlier days: without it, a 30-day run of
+    `drift_report` would read the same 28 feature files for every day. Writes go through and drop what they
+    replace, so the step always reads what it wrote. Frames are returned as copies (callers may mutate).
+    """
+
+    def __init__(self, store: ObjectStore, budget_bytes: int = 1 << 30):
+        self.store = store
+        self.budget = budget_bytes
+        self._frames: dict[tuple, pd.DataFrame] = {}
+        self._sizes: dict[tuple, int] = {}
+        self._exists: dict[str, bool] = {}
+
+    def _forget(self, key: str) -> None:
+        self._exists.pop(key, None)
+        for k in [k for k in self._frames if k[0] == key]:
+            self._frames.pop(k)
+            self._sizes.pop(k)
+
+    def read_parquet(self, key: str, **kwargs: Any) -> pd.DataFrame:
+        k = (key, repr(sorted(kwargs.items())))
+        if k not in self._frames:
+            frame = self.store.read_parquet(key, **kwargs)
+            size = int(frame.memory_usage(deep=False).sum())
+            while self._frames and sum(self._sizes.values()) + size > self.budget:
+                oldest = next(iter(self._frames))
+                self._frames.pop(oldest)
+                self._sizes.pop(oldest)
+            if size <= self.budget:
+                self._frames[k], self._sizes[k] = frame, size
+            return frame.copy()
+        return self._frames[k].copy()
+
+    def exists(self, key: str) -> bool:
+        if key not in self._exists:
+            self._exists[key] = self.store.exists(key)
+        return self._exists[key]
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.store.read_bytes(key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._forget(key)
+        self.store.write_bytes(key, data)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.store.list(prefix)
+
+    def uri(self, key: str) -> str:
+        return self.store.uri(key)
+
+    def delete(self, key: str) -> None:
+        self._forget(key)
+        self.store.delete(key)
+
+    def move(self, src: str, dst: str) -> None:
+        self._forget(src)
+        self._forget(dst)
+        self.store.move(src, dst)
+
+
 def store_for_uri(uri: str | Path) -> ObjectStore:
     """The store rooted at `uri`: `s3://bucket/prefix` or a local directory.
 

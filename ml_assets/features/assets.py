@@ -22,7 +22,7 @@ from ml_assets.ingestion.ingest import (
 )
 from ml_assets.metadata import Outcome, partition_metadata, partitioned_check
 from ml_assets.resources import FeastResource, StorageResource
-from ml_assets.storage import ObjectStore
+from ml_assets.storage import ObjectStore, ReadCache
 
 GROUP = "features"
 ASSET = "transaction_features"
@@ -56,7 +56,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         "the Feast offline source.",
     )
     def transaction_features(context: dg.AssetExecutionContext, lake: StorageResource):
-        store = lake.get_store()
+        store = ReadCache(lake.get_store())  # a run over many days reads each day's history once
         rows, completeness, nulls = 0, {}, {}
         for pk in context.partition_keys:
             day = dt.date.fromisoformat(pk)

@@ -26,6 +26,7 @@ from ml_assets.monitoring.verdict import judge_day
 from ml_assets.registry.importance import from_tags as importance_from_tags
 from ml_assets.registry.promotion import baseline, golden_tag
 from ml_assets.resources import AlertSinkResource, MLflowResource, StorageResource
+from ml_assets.storage import ReadCache
 
 GROUP = "monitoring"
 REPORT_STATUSES = ("act", "bug", "watch")
@@ -63,7 +64,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         "artifact hash verified first (P6, P8).",
     )
     def batch_predictions(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
-        store = lake.get_store()
+        store = ReadCache(lake.get_store())  # a run over many days reads each day's window once
         model, version, digest = load_champion(mlflow.registry())
         outcomes, rows = {}, 0
         for pk in context.partition_keys:
@@ -95,7 +96,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
     )
     def drift_report(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource,
                      alerts: AlertSinkResource):
-        store = lake.get_store()
+        store = ReadCache(lake.get_store())  # a run over many days reads each day's window once
         registry = mlflow.registry()
         model, version, _ = load_champion(registry)
         tags = registry.version(version).tags
@@ -175,7 +176,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         "worth opening: drifted or suspicious days, and Mondays (a weekly look); other days say so.",
     )
     def evidently_report(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
-        store = lake.get_store()
+        store = ReadCache(lake.get_store())  # a run over many days reads each day's window once
         registry = mlflow.registry()
         champion = registry.alias("champion")
         reference_frame, _ = mlake.reference_sample(store, contract, champion.tags["training_set_hash"])
@@ -233,7 +234,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         "model serves or the AUC is back.",
     )
     def model_performance(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
-        store = lake.get_store()
+        store = ReadCache(lake.get_store())  # a run over many days reads each day's window once
         registry = mlflow.registry()
         golden, manifest = load_golden(store, contract)
         references: dict[str, tuple[float | None, float | None]] = {}
