@@ -158,7 +158,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             pip_requirements=pip_requirements(),
             params={k: v for k, v in r.items() if k in ("epochs", "world_size", "backend", "hidden", "threshold")}
             | {"learning_rate": contract.training.learning_rate, "batch_size": contract.training.batch_size,
-               "seed": contract.training.seed},
+               "accumulation_steps": contract.training.accumulation_steps, "seed": contract.training.seed},
             metrics={k: r[k] for k in ("val_auc", "val_ap", "val_precision", "val_recall") if r.get(k) is not None},
             epoch_metrics=[json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()
                            if line.strip()] if (out_dir / "metrics.jsonl").exists() else [],
