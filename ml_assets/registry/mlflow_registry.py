@@ -234,6 +234,8 @@ class Registry:
             for ref in inputs:
                 mlflow.log_input(ref.to_mlflow(), context=ref.context, tags={"content_hash": ref.digest})
             mlflow.set_tags({k: str(v) for k, v in tags.items()})
+            if description is not None:
+                mlflow.set_tag("mlflow.note.content", description)  # the run page's description
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=python_model,
@@ -257,11 +259,12 @@ class Registry:
         """Golden-set metrics of a version, already named per golden version (`golden_v1_roc_auc`): as
         version tags (what promotion and monitoring read) and as metrics of the version's run and
         logged model, linked to the golden dataset, which becomes an input of that run."""
-        values = {k: float(v) for k, v in metrics.items() if v is not None}
+        mv = self.client.get_model_version(self.model_name, str(version))
+        # Registration and promotion both score the version on the same golden set: record each value once.
+        values = {k: float(v) for k, v in metrics.items() if v is not None and mv.tags.get(k) != str(float(v))}
         if not values:
             return
         self.tag_version(version, values)
-        mv = self.client.get_model_version(self.model_name, str(version))
         if not mv.run_id:
             return
         if golden is not None:

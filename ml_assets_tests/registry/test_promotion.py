@@ -340,6 +340,8 @@ def test_mlflow_shows_inputs_golden_metrics_curves_and_descriptions(world):
     for metric in ("roc_auc", "precision", "recall"):
         key = golden_tag("v1", metric)
         assert run.data.metrics[key] == pytest.approx(float(tags[key]))
+        # scored by registered_model and again by champion_model on the same golden set: one point, not two
+        assert len(client.get_metric_history(run.info.run_id, key)) == 1
     logged_model = client.get_model_version(name, version.version).source.removeprefix("models:/")
     linked = {m.key: m for m in client.get_logged_model(logged_model).metrics}
     assert linked[golden_tag("v1", "roc_auc")].dataset_name == "golden_set_v1"
@@ -355,6 +357,7 @@ def test_mlflow_shows_inputs_golden_metrics_curves_and_descriptions(world):
     assert contract.name in model_text and "'champion'" in model_text and "rollback" in model_text
     version_text = registry.description(version.version)
     assert version_text.startswith("MLP [64, 32] trained for") and world["training_hash"][:12] in version_text
+    assert run.data.tags["mlflow.note.content"] in version_text  # the run page says the same
     assert "Promotion decision" in version_text and "promoted over no champion: all" in version_text
 
 
