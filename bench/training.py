@@ -63,11 +63,12 @@ def synthetic(rows: int, seed: int = 7) -> pd.DataFrame:
                          "label": label})
 
 
-def spec(epochs: int, batch_size: int, accumulation: int, hidden: list[int], checkpoint_every: int) -> dict:
+def spec(epochs: int, batch_size: int, accumulation: int, hidden: list[int], checkpoint_every: int,
+         bucket_cap_mb: float = 25.0) -> dict:
     return {"numeric": ["amount", "is_foreign", *[f"x{i}" for i in range(8)]], "categorical": ["channel"],
             "label": "label", "timestamp": "ts", "epochs": epochs, "batch_size": batch_size,
-            "accumulation_steps": accumulation, "learning_rate": 0.003, "hidden": hidden, "seed": 1,
-            "checkpoint_every": checkpoint_every, "validation_fraction": 0.2}
+            "accumulation_steps": accumulation, "bucket_cap_mb": bucket_cap_mb, "learning_rate": 0.003,
+            "hidden": hidden, "seed": 1, "checkpoint_every": checkpoint_every, "validation_fraction": 0.2}
 
 
 def project_rates(launcher_cls, data: Path, out: Path, nproc: int, threads: int, run_spec: dict) -> list[float]:
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument("--hidden", default="256,128", help="hidden layer sizes of the MLP")
     parser.add_argument("--batches", default="512,4096", help="micro-batch sizes per rank")
     parser.add_argument("--accumulation", default="1,4", help="micro-batches per optimizer step")
+    parser.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket size (torch's default: 25)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank (and of the anchor)")
     parser.add_argument("--repeats", type=int, default=3, help="launches per configuration, interleaved")
     parser.add_argument("--no-recovery", action="store_true", help="skip the kill-to-resume measurement")
@@ -198,7 +200,7 @@ def main() -> None:
     launch = 0
     for repeat in range(args.repeats):
         for batch, accumulation in configs:
-            run_spec = spec(args.epochs, batch, accumulation, hidden, args.epochs)
+            run_spec = spec(args.epochs, batch, accumulation, hidden, args.epochs, args.bucket_mb)
             raw.setdefault(("anchor", batch, accumulation), []).extend(anchor_rates(data, run_spec, args.threads))
             for nproc in (1, 2):
                 launch += 1
@@ -229,7 +231,7 @@ def main() -> None:
                     "torch": torch.__version__, "cuda": torch.cuda.is_available(),
                     "load_avg_at_start": load_start, "load_avg_at_end": load_end},
         "rows": args.rows, "train_rows": int(args.rows * 0.8), "epochs": args.epochs, "hidden": hidden,
-        "threads_per_rank": args.threads, "repeats": args.repeats,
+        "threads_per_rank": args.threads, "repeats": args.repeats, "bucket_cap_mb": args.bucket_mb,
         "definitions": {"scaling_efficiency": "samples/s with 2 ranks / (2 x samples/s with 1 rank), same "
                                               "micro-batch and accumulation per rank",
                         "samples_per_s": "median over epochs 2.. of all repeats; global rows / slowest rank's "
