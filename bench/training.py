@@ -19,7 +19,11 @@ alternative to DDP on a CPU box.
 Definitions printed with the table:
 - scaling efficiency = samples/s with 2 ranks / (2 x samples/s with 1 rank), same micro-batch and
   accumulation per rank (weak scaling, one CPU per rank);
-- ratio = project / anchor (1 rank vs the 1-thread loop; 2 ranks vs the 1-thread loop is the speed-up).
+- ratio = project / anchor (1 rank vs the 1-thread loop; 2 ranks vs the 1-thread loop is the speed-up);
+- cpu efficiency = samples per CPU-second of all ranks, 2 ranks over 1 rank: the work DDP adds
+  (all-reduce, gloo's threads), unaffected by the time other processes hold the CPUs. On an idle
+  machine the wall-clock efficiency approaches it as the all-reduces get rarer; on a busy one the
+  wall clock measures the neighbours too.
 
 Recovery (T1): a run with a checkpoint every epoch is SIGKILLed (torchrun and every rank) right
 after its second checkpoint reached the durable store; the time from the kill to the restarted
@@ -71,13 +75,17 @@ def spec(epochs: int, batch_size: int, accumulation: int, hidden: list[int], che
             "hidden": hidden, "seed": 1, "checkpoint_every": checkpoint_every, "validation_fraction": 0.2}
 
 
-def project_rates(launcher_cls, data: Path, out: Path, nproc: int, threads: int, run_spec: dict) -> list[float]:
+def project_rates(launcher_cls, data: Path, out: Path, nproc: int, threads: int, run_spec: dict,
+                  train_rows: int) -> tuple[list[float], list[float]]:
+    """(samples/s, samples per CPU-second) of epochs 2.. of one launch."""
     run = launcher_cls(nproc_per_node=nproc, timeout_s=1800, extra_env={"OMP_NUM_THREADS": str(threads)}).launch(
         data, out, run_spec)
-    return [e["samples_per_s"] for e in run.epochs_log if e["epoch"] >= 2] or [run.epochs_log[-1]["samples_per_s"]]
+    epochs = [e for e in run.epochs_log if e["epoch"] >= 2] or run.epochs_log[-1:]
+    rows = -(-train_rows // nproc) * nproc  # the sampler pads the shards to equal length
+    return [e["samples_per_s"] for e in epochs], [rows / e["cpu_s"] for e in epochs]
 
 
-def anchor_rates(data: Path, run_spec: dict, threads: int) -> list[float]:
+def anchor_rates(data: Path, run_spec: dict, threads: int) -> tuple[list[float], list[float]]:
     """A plain torch loop: the same split, preprocessing, model, loss, micro-batches and accumulation."""
     import torch
     from torch import nn
@@ -99,9 +107,9 @@ def anchor_rates(data: Path, run_spec: dict, threads: int) -> list[float]:
         criterion = nn.BCEWithLogitsLoss(pos_weight=(len(y) - y.sum()) / y.sum())
         batch, accumulation = run_spec["batch_size"], run_spec["accumulation_steps"]
         step = batch * accumulation
-        rates = []
+        rates, cpu_rates = [], []
         for epoch in range(1, run_spec["epochs"] + 1):
-            tick = time.perf_counter()
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             order = torch.randperm(len(x))
             xs, ys = x[order], y[order]
             for start in range(0, len(xs), step):
@@ -113,7 +121,8 @@ def anchor_rates(data: Path, run_spec: dict, threads: int) -> list[float]:
                 optimizer.step()
             if epoch >= 2 or run_spec["epochs"] == 1:
                 rates.append(len(xs) / (time.perf_counter() - tick))
-        return rates
+                cpu_rates.append(len(xs) / (time.process_time() - cpu_tick))
+        return rates, cpu_rates
     finally:
         torch.set_num_threads(before)
 
@@ -195,49 +204,59 @@ def main() -> None:
     data = root / "training_set.parquet"
     synthetic(args.rows).to_parquet(data, index=False)
     configs = [(b, a) for b in _ints(args.batches) for a in _ints(args.accumulation)]
+    train_rows = int(round(args.rows * 0.8))
     load_start = os.getloadavg()
     raw: dict[tuple, list[float]] = {}
+    cpu: dict[tuple, list[float]] = {}
     launch = 0
     for repeat in range(args.repeats):
         for batch, accumulation in configs:
             run_spec = spec(args.epochs, batch, accumulation, hidden, args.epochs, args.bucket_mb)
-            raw.setdefault(("anchor", batch, accumulation), []).extend(anchor_rates(data, run_spec, args.threads))
+            rates, cpu_rates = anchor_rates(data, run_spec, args.threads)
+            raw.setdefault(("anchor", batch, accumulation), []).extend(rates)
+            cpu.setdefault(("anchor", batch, accumulation), []).extend(cpu_rates)
             for nproc in (1, 2):
                 launch += 1
-                rates = project_rates(LocalTorchrunLauncher, data, root / f"run{launch}", nproc, args.threads,
-                                      run_spec)
+                rates, cpu_rates = project_rates(LocalTorchrunLauncher, data, root / f"run{launch}", nproc,
+                                                 args.threads, run_spec, train_rows)
                 raw.setdefault((nproc, batch, accumulation), []).extend(rates)
+                cpu.setdefault((nproc, batch, accumulation), []).extend(cpu_rates)
         print(f"repeat {repeat + 1}/{args.repeats} done, load average {os.getloadavg()[0]:.2f}", flush=True)
     cpus = available_cpus()
     all_cpus_anchor = {(b, a): statistics.median(anchor_rates(data, spec(args.epochs, b, a, hidden, args.epochs),
-                                                              cpus)) for b, a in configs}
+                                                              cpus)[0]) for b, a in configs}
     load_end = os.getloadavg()
 
     rows = []
     for batch, accumulation in configs:
-        anchor = statistics.median(raw[("anchor", batch, accumulation)])
-        one = statistics.median(raw[(1, batch, accumulation)])
-        two = statistics.median(raw[(2, batch, accumulation)])
+        anchor, one, two = (statistics.median(raw[(k, batch, accumulation)]) for k in ("anchor", 1, 2))
+        cpu_one, cpu_two = (statistics.median(cpu[(k, batch, accumulation)]) for k in (1, 2))
         rows.append({"micro_batch_per_rank": batch, "accumulation_steps": accumulation,
                      "rows_per_all_reduce_per_rank": batch * accumulation,
-                     "anchor_1_thread": round(anchor), f"anchor_{cpus}_threads": round(all_cpus_anchor[(batch,
-                                                                                                         accumulation)]),
+                     "anchor_1_thread": round(anchor),
+                     f"anchor_{cpus}_threads": round(all_cpus_anchor[(batch, accumulation)]),
                      "project_1_rank": round(one), "project_2_ranks": round(two),
                      "ratio_1_rank_vs_anchor": round(one / anchor, 3),
                      "ratio_2_ranks_vs_anchor": round(two / anchor, 3),
-                     "scaling_efficiency": round(two / (2 * one), 3)})
+                     "scaling_efficiency": round(two / (2 * one), 3),
+                     "per_cpu_s_1_rank": round(cpu_one), "per_cpu_s_2_ranks": round(cpu_two),
+                     "cpu_efficiency": round(cpu_two / cpu_one, 3)})
     results = {
         "machine": {"cpus": os.cpu_count(), "usable_cpus": cpus, "platform": platform.platform(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available(),
                     "load_avg_at_start": load_start, "load_avg_at_end": load_end},
-        "rows": args.rows, "train_rows": int(args.rows * 0.8), "epochs": args.epochs, "hidden": hidden,
+        "rows": args.rows, "train_rows": train_rows, "epochs": args.epochs, "hidden": hidden,
         "threads_per_rank": args.threads, "repeats": args.repeats, "bucket_cap_mb": args.bucket_mb,
         "definitions": {"scaling_efficiency": "samples/s with 2 ranks / (2 x samples/s with 1 rank), same "
                                               "micro-batch and accumulation per rank",
                         "samples_per_s": "median over epochs 2.. of all repeats; global rows / slowest rank's "
-                                         "epoch time"},
+                                         "epoch time",
+                        "cpu_efficiency": "samples per CPU-second of all ranks with 2 ranks / the same with 1 rank: "
+                                          "the work DDP adds (communication, its threads), without the time "
+                                          "other processes held the CPUs"},
         "curve": rows,
         "samples_per_s_raw": {str(k): [round(v) for v in vs] for k, vs in raw.items()},
+        "samples_per_cpu_s_raw": {str(k): [round(v) for v in vs] for k, vs in cpu.items()},
     }
     if not args.no_recovery:
         results["recovery"] = recovery(LocalTorchrunLauncher, TrainingFailed, data, root,
@@ -250,7 +269,9 @@ def main() -> None:
           f"{args.repeats} launches per configuration; load average {load_start[0]:.2f} -> {load_end[0]:.2f} "
           f"on {cpus} usable CPUs")
     print(pd.DataFrame(rows).to_string(index=False))
-    print("scaling efficiency = samples/s(2 ranks) / (2 x samples/s(1 rank)); ratio = project / 1-thread anchor")
+    print("scaling efficiency = samples/s(2 ranks) / (2 x samples/s(1 rank)); ratio = project / 1-thread anchor;\n"
+          "per_cpu_s = samples per CPU-second of all ranks (what training spent, whatever else ran); "
+          "cpu efficiency = per_cpu_s(2 ranks) / per_cpu_s(1 rank)")
     if "recovery" in results:
         rec = results["recovery"]
         print(f"recovery: SIGKILL after checkpoint 2 -> relaunch resumed from epoch {rec['resumed_from_epoch']}; "
