@@ -240,7 +240,9 @@ def main() -> None:
                      "ratio_2_ranks_vs_anchor": round(two / anchor, 3),
                      "scaling_efficiency": round(two / (2 * one), 3),
                      "per_cpu_s_1_rank": round(cpu_one), "per_cpu_s_2_ranks": round(cpu_two),
-                     "cpu_efficiency": round(cpu_two / cpu_one, 3)})
+                     "cpu_efficiency": round(cpu_two / cpu_one, 3),
+                     # CPUs the ranks actually had (CPU-seconds per second): 2 ranks on an idle 2-CPU box get ~2.
+                     "cpus_used_1_rank": round(one / cpu_one, 2), "cpus_used_2_ranks": round(two / cpu_two, 2)})
     results = {
         "machine": {"cpus": os.cpu_count(), "usable_cpus": cpus, "platform": platform.platform(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available(),
@@ -271,7 +273,7 @@ def main() -> None:
     print(pd.DataFrame(rows).to_string(index=False))
     print("scaling efficiency = samples/s(2 ranks) / (2 x samples/s(1 rank)); ratio = project / 1-thread anchor;\n"
           "per_cpu_s = samples per CPU-second of all ranks (what training spent, whatever else ran); "
-          "cpu efficiency = per_cpu_s(2 ranks) / per_cpu_s(1 rank)")
+          "cpu efficiency = per_cpu_s(2 ranks) / per_cpu_s(1 rank); cpus_used = samples/s / per_cpu_s")
     if "recovery" in results:
         rec = results["recovery"]
         print(f"recovery: SIGKILL after checkpoint 2 -> relaunch resumed from epoch {rec['resumed_from_epoch']}; "
