@@ -396,7 +396,7 @@ def _scores_and_loss(
 
 
 # Validation metrics in numpy, equal to scikit-learn's (roc_auc_score, average_precision_score,
-# precision_recall_curve; the tests compare): importing sklearn.metrics costs every rank ~1.5-3 s of start-up.
+# precision_recall_curve; the tests compare): importing sklearn.metrics costs every rank ~1.4 s of CPU at start-up.
 
 
 def _precision_recall_by_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
