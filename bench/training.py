@@ -1,20 +1,37 @@
-"""Training throughput with 1 vs 2 processes (DDP scaling efficiency) and the time from a kill to resumed training.
+"""DDP scaling curve (1 vs 2 ranks, batch sizes, accumulation) next to a plain torch loop, and kill-to-resume time.
 
-    .venv/bin/python bench/training.py [--rows 200000] [--epochs 4] [--batch-size 512]
+    .venv/bin/python bench/training.py [--rows 200000] [--hidden 256,128] [--batches 512,4096]
+                                       [--accumulation 1,4] [--repeats 3] [--no-recovery]
 
-Runs the real entry point through torchrun (`LocalTorchrunLauncher`, gloo on CPU; NCCL on
-CUDA when a GPU is present) on a synthetic fraud-like training set:
+Project: the real entry point (`python -m ml_assets.training.ddp`) through torchrun
+(`LocalTorchrunLauncher`; gloo on CPU, NCCL on CUDA when a GPU is present), one intra-op thread
+per rank (`--threads`), on a synthetic fraud-like training set. Its samples/s per epoch is what
+the entry point reports (global rows over the slowest rank's epoch), the median over epochs 2..
+(epoch 1 carries warm-up) and over `--repeats` launches, interleaved so that a burst of load on a
+shared machine does not land on one configuration only.
 
-- throughput: samples/s per epoch as the entry point reports it (global samples over the
-  slowest rank's epoch time), averaged over epochs 2.. (epoch 1 carries warm-up), for 1 and 2
-  processes with the same per-process batch; efficiency = rate(2) / (2 x rate(1)).
-- recovery: a run with a checkpoint every epoch is SIGKILLed (torchrun and every rank) right
-  after its second checkpoint reached the durable store; the time from the kill to the
-  restarted run logging "resuming from" and to its first completed epoch is measured.
+Anchor: a plain single-process torch loop on the same preprocessed data and model (Adam, the
+same weighted BCE loss, the same micro-batches and accumulation, random order per epoch), with
+the same thread count, in this process: what the entry point would cost without torchrun, DDP
+or checkpoints. A second anchor uses every CPU in one process (intra-op threads): the
+alternative to DDP on a CPU box.
 
-Results are printed and written to bench/results/training.json. Not a test: timings are
-measured and reported, never asserted. On a 2-core machine shared with other work, 2
-processes compete with everything else for the cores; read the efficiency with that in mind.
+Definitions printed with the table:
+- scaling efficiency = samples/s with 2 ranks / (2 x samples/s with 1 rank), same micro-batch and
+  accumulation per rank (weak scaling, one CPU per rank);
+- ratio = project / anchor (1 rank vs the 1-thread loop; 2 ranks vs the 1-thread loop is the speed-up);
+- cpu efficiency = samples per CPU-second of all ranks, 2 ranks over 1 rank: the work DDP adds
+  (all-reduce, gloo's threads), unaffected by the time other processes hold the CPUs. On an idle
+  machine the wall-clock efficiency approaches it as the all-reduces get rarer; on a busy one the
+  wall clock measures the neighbours too.
+
+Recovery (T1): a run with a checkpoint every epoch is SIGKILLed (torchrun and every rank) right
+after its second checkpoint reached the durable store; the time from the kill to the restarted
+run logging "resuming from" and to its first completed epoch is measured.
+
+Results are printed and written to bench/results/training.json with the machine and its load
+average. Not a test: timings are measured and reported, never asserted. On a machine shared with
+other work, 2 ranks compete with everything else for the cores: read the load with the numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +42,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import tempfile
 import threading
 import time
@@ -33,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml_assets.training.launcher import processes_mentioning
+from ml_assets.training.launcher import available_cpus, processes_mentioning
 
 
 def synthetic(rows: int, seed: int = 7) -> pd.DataFrame:
@@ -49,30 +67,73 @@ def synthetic(rows: int, seed: int = 7) -> pd.DataFrame:
                          "label": label})
 
 
-def spec(epochs: int, batch_size: int, checkpoint_every: int) -> dict:
+def spec(epochs: int, batch_size: int, accumulation: int, hidden: list[int], checkpoint_every: int,
+         bucket_cap_mb: float = 25.0) -> dict:
     return {"numeric": ["amount", "is_foreign", *[f"x{i}" for i in range(8)]], "categorical": ["channel"],
             "label": "label", "timestamp": "ts", "epochs": epochs, "batch_size": batch_size,
-            "learning_rate": 0.003, "hidden": [64, 32], "seed": 1, "checkpoint_every": checkpoint_every,
-            "validation_fraction": 0.2}
+            "accumulation_steps": accumulation, "bucket_cap_mb": bucket_cap_mb, "learning_rate": 0.003,
+            "hidden": hidden, "seed": 1, "checkpoint_every": checkpoint_every, "validation_fraction": 0.2}
 
 
-def throughput(launcher_cls, data: Path, root: Path, nproc: int, epochs: int, batch_size: int) -> dict:
-    run = launcher_cls(nproc_per_node=nproc, timeout_s=1800).launch(data, root / f"nproc{nproc}",
-                                                                    spec(epochs, batch_size, epochs))
-    rates = [e["samples_per_s"] for e in run.epochs_log if e["epoch"] >= 2] or [run.epochs_log[-1]["samples_per_s"]]
-    return {"nproc": nproc, "world_size": run.result["world_size"], "backend": run.result["backend"],
-            "device": run.result["device"], "samples_per_s": float(np.mean(rates)),
-            "samples_per_s_by_epoch": [round(e["samples_per_s"], 1) for e in run.epochs_log],
-            "val_auc": run.result["val_auc"], "wall_s": round(run.duration_s, 2)}
+def project_rates(launcher_cls, data: Path, out: Path, nproc: int, threads: int, run_spec: dict,
+                  train_rows: int) -> tuple[list[float], list[float]]:
+    """(samples/s, samples per CPU-second) of epochs 2.. of one launch."""
+    run = launcher_cls(nproc_per_node=nproc, timeout_s=1800, extra_env={"OMP_NUM_THREADS": str(threads)}).launch(
+        data, out, run_spec)
+    epochs = [e for e in run.epochs_log if e["epoch"] >= 2] or run.epochs_log[-1:]
+    rows = -(-train_rows // nproc) * nproc  # the sampler pads the shards to equal length
+    return [e["samples_per_s"] for e in epochs], [rows / e["cpu_s"] for e in epochs]
+
+
+def anchor_rates(data: Path, run_spec: dict, threads: int) -> tuple[list[float], list[float]]:
+    """A plain torch loop: the same split, preprocessing, model, loss, micro-batches and accumulation."""
+    import torch
+    from torch import nn
+
+    from ml_assets.training.ddp import split_by_time
+    from ml_assets.training.model import build_model
+    from ml_assets.training.preprocess import Preprocessor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        train, _ = split_by_time(pd.read_parquet(data), run_spec["timestamp"], run_spec["validation_fraction"])
+        pre = Preprocessor.fit(train, run_spec["numeric"], run_spec["categorical"])
+        x = torch.from_numpy(pre.transform(train))
+        y = torch.from_numpy(train[run_spec["label"]].to_numpy(dtype=np.float32))
+        torch.manual_seed(run_spec["seed"])
+        model = build_model(x.shape[1], run_spec["hidden"])
+        optimizer = torch.optim.Adam(model.parameters(), lr=run_spec["learning_rate"])
+        criterion = nn.BCEWithLogitsLoss(pos_weight=(len(y) - y.sum()) / y.sum())
+        batch, accumulation = run_spec["batch_size"], run_spec["accumulation_steps"]
+        step = batch * accumulation
+        rates, cpu_rates = [], []
+        for epoch in range(1, run_spec["epochs"] + 1):
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            order = torch.randperm(len(x))
+            xs, ys = x[order], y[order]
+            for start in range(0, len(xs), step):
+                optimizer.zero_grad(set_to_none=True)
+                stop = min(start + step, len(xs))
+                for i in range(start, stop, batch):
+                    j = min(i + batch, stop)
+                    (criterion(model(xs[i:j]).squeeze(1), ys[i:j]) * ((j - i) / (stop - start))).backward()
+                optimizer.step()
+            if epoch >= 2 or run_spec["epochs"] == 1:
+                rates.append(len(xs) / (time.perf_counter() - tick))
+                cpu_rates.append(len(xs) / (time.process_time() - cpu_tick))
+        return rates, cpu_rates
+    finally:
+        torch.set_num_threads(before)
 
 
 class _Measured(Exception):
     """Raised from the log callback once the resumed run has completed an epoch."""
 
 
-def recovery(launcher_cls, failed_cls, data: Path, root: Path, batch_size: int) -> dict:
+def recovery(launcher_cls, failed_cls, data: Path, root: Path, run_spec: dict) -> dict:
     out, store = root / "recovery", root / "recovery_store"
-    run_spec = spec(30, batch_size, 1)
+    run_spec = {**run_spec, "epochs": 30, "checkpoint_every": 1}
     killed: dict = {}
 
     def kill_after_second_checkpoint() -> None:
@@ -117,44 +178,108 @@ def recovery(launcher_cls, failed_cls, data: Path, root: Path, batch_size: int) 
             "first_resumed_epoch": marks["epoch"]}
 
 
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--hidden", default="256,128", help="hidden layer sizes of the MLP")
+    parser.add_argument("--batches", default="512,4096", help="micro-batch sizes per rank")
+    parser.add_argument("--accumulation", default="1,4", help="micro-batches per optimizer step")
+    parser.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket size (torch's default: 25)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank (and of the anchor)")
+    parser.add_argument("--repeats", type=int, default=3, help="launches per configuration, interleaved")
+    parser.add_argument("--no-recovery", action="store_true", help="skip the kill-to-resume measurement")
     args = parser.parse_args()
 
     import torch
 
     from ml_assets.training.launcher import LocalTorchrunLauncher, TrainingFailed
 
+    hidden = _ints(args.hidden)
     root = Path(tempfile.mkdtemp(prefix="ml_assets_bench_training_"))
     data = root / "training_set.parquet"
     synthetic(args.rows).to_parquet(data, index=False)
-    one = throughput(LocalTorchrunLauncher, data, root, 1, args.epochs, args.batch_size)
-    two = throughput(LocalTorchrunLauncher, data, root, 2, args.epochs, args.batch_size)
+    configs = [(b, a) for b in _ints(args.batches) for a in _ints(args.accumulation)]
+    train_rows = int(round(args.rows * 0.8))
+    load_start = os.getloadavg()
+    raw: dict[tuple, list[float]] = {}
+    cpu: dict[tuple, list[float]] = {}
+    launch = 0
+    for repeat in range(args.repeats):
+        for batch, accumulation in configs:
+            run_spec = spec(args.epochs, batch, accumulation, hidden, args.epochs, args.bucket_mb)
+            rates, cpu_rates = anchor_rates(data, run_spec, args.threads)
+            raw.setdefault(("anchor", batch, accumulation), []).extend(rates)
+            cpu.setdefault(("anchor", batch, accumulation), []).extend(cpu_rates)
+            for nproc in (1, 2):
+                launch += 1
+                rates, cpu_rates = project_rates(LocalTorchrunLauncher, data, root / f"run{launch}", nproc,
+                                                 args.threads, run_spec, train_rows)
+                raw.setdefault((nproc, batch, accumulation), []).extend(rates)
+                cpu.setdefault((nproc, batch, accumulation), []).extend(cpu_rates)
+        print(f"repeat {repeat + 1}/{args.repeats} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    cpus = available_cpus()
+    all_cpus_anchor = {(b, a): statistics.median(anchor_rates(data, spec(args.epochs, b, a, hidden, args.epochs),
+                                                              cpus)[0]) for b, a in configs}
+    load_end = os.getloadavg()
+
+    rows = []
+    for batch, accumulation in configs:
+        anchor, one, two = (statistics.median(raw[(k, batch, accumulation)]) for k in ("anchor", 1, 2))
+        cpu_one, cpu_two = (statistics.median(cpu[(k, batch, accumulation)]) for k in (1, 2))
+        rows.append({"micro_batch_per_rank": batch, "accumulation_steps": accumulation,
+                     "rows_per_all_reduce_per_rank": batch * accumulation,
+                     "anchor_1_thread": round(anchor),
+                     f"anchor_{cpus}_threads": round(all_cpus_anchor[(batch, accumulation)]),
+                     "project_1_rank": round(one), "project_2_ranks": round(two),
+                     "ratio_1_rank_vs_anchor": round(one / anchor, 3),
+                     "ratio_2_ranks_vs_anchor": round(two / anchor, 3),
+                     "scaling_efficiency": round(two / (2 * one), 3),
+                     "per_cpu_s_1_rank": round(cpu_one), "per_cpu_s_2_ranks": round(cpu_two),
+                     "cpu_efficiency": round(cpu_two / cpu_one, 3),
+                     # CPUs the ranks actually had (CPU-seconds per second): 2 ranks on an idle 2-CPU box get ~2.
+                     "cpus_used_1_rank": round(one / cpu_one, 2), "cpus_used_2_ranks": round(two / cpu_two, 2)})
     results = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "cuda": torch.cuda.is_available(), "load_avg_at_start": os.getloadavg()},
-        "rows": args.rows, "epochs": args.epochs, "batch_size_per_process": args.batch_size,
-        "throughput": [one, two],
-        "ddp_scaling_efficiency": round(two["samples_per_s"] / (2 * one["samples_per_s"]), 3),
-        "speedup_2_vs_1": round(two["samples_per_s"] / one["samples_per_s"], 3),
-        "recovery": recovery(LocalTorchrunLauncher, TrainingFailed, data, root, args.batch_size),
+        "machine": {"cpus": os.cpu_count(), "usable_cpus": cpus, "platform": platform.platform(),
+                    "torch": torch.__version__, "cuda": torch.cuda.is_available(),
+                    "load_avg_at_start": load_start, "load_avg_at_end": load_end},
+        "rows": args.rows, "train_rows": train_rows, "epochs": args.epochs, "hidden": hidden,
+        "threads_per_rank": args.threads, "repeats": args.repeats, "bucket_cap_mb": args.bucket_mb,
+        "definitions": {"scaling_efficiency": "samples/s with 2 ranks / (2 x samples/s with 1 rank), same "
+                                              "micro-batch and accumulation per rank",
+                        "samples_per_s": "median over epochs 2.. of all repeats; global rows / slowest rank's "
+                                         "epoch time",
+                        "cpu_efficiency": "samples per CPU-second of all ranks with 2 ranks / the same with 1 rank: "
+                                          "the work DDP adds (communication, its threads), without the time "
+                                          "other processes held the CPUs"},
+        "curve": rows,
+        "samples_per_s_raw": {str(k): [round(v) for v in vs] for k, vs in raw.items()},
+        "samples_per_cpu_s_raw": {str(k): [round(v) for v in vs] for k, vs in cpu.items()},
     }
+    if not args.no_recovery:
+        results["recovery"] = recovery(LocalTorchrunLauncher, TrainingFailed, data, root,
+                                       spec(args.epochs, _ints(args.batches)[0], 1, hidden, 1))
     out = Path(__file__).parent / "results" / "training.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    for r in (one, two):
-        print(f"{r['nproc']} process(es), {r['backend'] or 'no backend'} on {r['device']}: "
-              f"{r['samples_per_s']:,.0f} samples/s (per epoch {r['samples_per_s_by_epoch']}), wall {r['wall_s']} s")
-    print(f"DDP scaling efficiency (2 vs 1): {results['ddp_scaling_efficiency']:.0%}, "
-          f"speedup {results['speedup_2_vs_1']}x")
-    rec = results["recovery"]
-    print(f"recovery: SIGKILL after checkpoint 2 -> relaunch resumed from epoch {rec['resumed_from_epoch']}; "
-          f"kill to 'resuming from' {rec['kill_to_resumed_s']} s, kill to first resumed epoch done "
-          f"{rec['kill_to_first_resumed_epoch_done_s']} s (failure reported {rec['kill_to_failure_reported_s']} s "
-          f"after the kill)")
+
+    print(f"\nMLP {hidden}, {results['train_rows']:,} training rows, {args.threads} thread(s) per rank, "
+          f"{args.repeats} launches per configuration; load average {load_start[0]:.2f} -> {load_end[0]:.2f} "
+          f"on {cpus} usable CPUs")
+    print(pd.DataFrame(rows).to_string(index=False))
+    print("scaling efficiency = samples/s(2 ranks) / (2 x samples/s(1 rank)); ratio = project / 1-thread anchor;\n"
+          "per_cpu_s = samples per CPU-second of all ranks (what training spent, whatever else ran); "
+          "cpu efficiency = per_cpu_s(2 ranks) / per_cpu_s(1 rank); cpus_used = samples/s / per_cpu_s")
+    if "recovery" in results:
+        rec = results["recovery"]
+        print(f"recovery: SIGKILL after checkpoint 2 -> relaunch resumed from epoch {rec['resumed_from_epoch']}; "
+              f"kill to 'resuming from' {rec['kill_to_resumed_s']} s, kill to first resumed epoch done "
+              f"{rec['kill_to_first_resumed_epoch_done_s']} s (failure reported {rec['kill_to_failure_reported_s']} "
+              f"s after the kill)")
     print(f"written to {out}")
 
 

@@ -226,9 +226,24 @@ class Training(_Strict):
     seed: int = 42
     nproc_per_node: int = Field(default=2, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
+    # Micro-batches per optimizer step (DDP all-reduces once per step) and DDP's bucket size.
+    accumulation_steps: int = Field(default=1, ge=1)
+    bucket_cap_mb: float = Field(default=25.0, gt=0)
     expected_minutes: float = Field(default=5, gt=0)
     overtime_factor: float = Field(default=1.5, gt=1)   # T3: alert when a run passes this x expected
     deadline_factor: float = Field(default=2.0, gt=1)   # T2: kill the run (and its pods) at this x expected
+
+
+class Fairness(_Strict):
+    """P5 on `slices.sensitive_attribute` (see ml_assets.registry.gates.fairness_gate for why)."""
+
+    # equalized_odds: true- and false-positive rates compared across groups; equal_opportunity: the true-positive
+    # rate only; demographic_parity: the flag rate over all rows (confounded by differing base rates).
+    metric: Literal["equalized_odds", "equal_opportunity", "demographic_parity"] = "equalized_odds"
+    ratio_min: float = Field(default=0.8, gt=0, le=1)   # lowest group's rate / highest group's rate
+    confidence: float = Field(default=0.95, gt=0, lt=1)  # simultaneous bounds; refused when the upper one < ratio_min
+    # Rows of one entity (a card's burst of fraud) are not independent: variances use the entity as cluster.
+    cluster_by_entity: bool = True
 
 
 class Gates(_Strict):
@@ -240,7 +255,7 @@ class Gates(_Strict):
     bootstrap_resamples: int = Field(default=200, ge=100)
     latency_p99_ms: float = Field(default=50, gt=0)
     latency_requests: int = Field(default=100, ge=1)
-    disparate_impact_min: Share = 0.8
+    fairness: Fairness = Fairness()
 
 
 class Drift(_Strict):

@@ -11,9 +11,17 @@ import dagster as dg
 import pandas as pd
 
 from ml_assets import links
+from ml_assets.alerts import Alert
 from ml_assets.contract import Contract
-from ml_assets.datasets.assets import TRAINING_MANIFEST, load_golden, load_training_by_hash
+from ml_assets.datasets.assets import (
+    TRAINING_MANIFEST,
+    golden_keys,
+    load_golden,
+    load_training_by_hash,
+    training_version_key,
+)
 from ml_assets.metadata import md_table, table
+from ml_assets.registry.describe import model_description, version_description
 from ml_assets.registry.importance import IMPORTANCE_TAG, permutation_importance
 from ml_assets.registry.importance import shares as importance_shares
 from ml_assets.registry.importance import to_tag as importance_tag
@@ -21,13 +29,14 @@ from ml_assets.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
+    DatasetRef,
     IntegrityError,
     code_version,
     pip_requirements,
 )
-from ml_assets.registry.promotion import Decision, assess, baseline_tags, promote_if_passing
+from ml_assets.registry.promotion import Decision, assess, baseline_tags, golden_dataset, promote_if_passing
 from ml_assets.registry.pyfunc import PipelineModel
-from ml_assets.resources import MLflowResource, StorageResource
+from ml_assets.resources import AlertSinkResource, MLflowResource, StorageResource
 from ml_assets.training.assets import LATEST
 
 GROUP = "registry"
@@ -42,7 +51,8 @@ REGISTERED_CHECKS = {
                          "P2/P3: precision, recall and ROC AUC on the golden set meet the contract, and no regression "
                          "against the champion (bootstrap CI)"),
     "inference_latency": (("latency_",), "P4: p99 of single-row scoring within the contract's limit"),
-    "fairness": (("disparate_impact",), "P5: disparate-impact ratio on the declared sensitive attribute"),
+    "fairness": (("fairness_",), "P5: no group of the declared sensitive attribute is treated worse (the "
+                                 "contract's fairness metric: error-rate or flag-rate ratios, confidence bounds)"),
 }
 
 
@@ -56,10 +66,20 @@ def _decision_metadata(decision: Decision) -> dict:
     }
     if decision.slices is not None:
         meta["slices"] = md_table(decision.slices)
-    fair = [g for g in decision.gates if g.name == "disparate_impact"]
+    fair = [g for g in decision.gates if g.name.startswith("fairness_")]
     if fair:
         meta["fairness"] = fair[0].detail
     return meta
+
+
+def _alert_incidents(decision: Decision, alerts: AlertSinkResource, context: dg.AssetExecutionContext,
+                     step: str) -> None:
+    """A champion that fails its integrity check is a security incident: one alert per decision that found it."""
+    for incident in decision.incidents:
+        alerts.send(Alert(kind="model_integrity", summary=incident[:300], run_id=context.run.run_id,
+                          job=context.job_name, steps=[step], error=incident,
+                          details={"challenger_version": decision.challenger, "champion_version": decision.champion,
+                                   "golden_version": decision.golden_version}))
 
 
 def _check_results(decision: Decision, contract: Contract) -> list[dg.AssetCheckResult]:
@@ -104,7 +124,8 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         "alias 'challenger'. Every promotion gate is evaluated here as a blocking check (and again by "
         "champion_model before any alias moves).",
     )
-    def registered_model(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
+    def registered_model(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource,
+                         alerts: AlertSinkResource):
         store = lake.get_store()
         latest = json.loads(store.read_bytes(LATEST))
         training = json.loads(store.read_bytes(TRAINING_MANIFEST))
@@ -139,6 +160,14 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             "threshold": r["threshold"],
         }
         example = golden[contract.feature_names].head(5)
+        training_data = load_training_by_hash(store, training["content_hash"])
+        golden_source = store.uri(golden_keys(golden_manifest.version)[0])
+        golden_ref = golden_dataset(golden, golden_manifest.version, contract, golden_source)
+        inputs = [golden_ref]
+        if training_data is not None:
+            inputs.insert(0, DatasetRef(name="training_set", source=store.uri(training_version_key(
+                training["content_hash"])), digest=training["content_hash"], context="training",
+                frame=training_data, targets=contract.label))
         ref = registry.register(
             python_model=PipelineModel(),
             artifacts={"weights": str(out_dir / "model.pt"), "preprocessor": str(out_dir / "preprocessor.json"),
@@ -148,18 +177,24 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             pip_requirements=pip_requirements(),
             params={k: v for k, v in r.items() if k in ("epochs", "world_size", "backend", "hidden", "threshold")}
             | {"learning_rate": contract.training.learning_rate, "batch_size": contract.training.batch_size,
-               "seed": contract.training.seed},
+               "accumulation_steps": contract.training.accumulation_steps, "seed": contract.training.seed},
             metrics={k: r[k] for k in ("val_auc", "val_ap", "val_precision", "val_recall") if r.get(k) is not None},
             epoch_metrics=[json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()
                            if line.strip()] if (out_dir / "metrics.jsonl").exists() else [],
             tags=tags,
             run_name=f"train-{latest['run_key']}",
+            inputs=inputs,
+            description=version_description(r, training, golden_manifest.version, golden_manifest.content_hash,
+                                            tags["code_version"]),
+            model_description=model_description(contract),
         )
         shutil.rmtree(out_dir, ignore_errors=True)  # MLflow holds its own copy now
         decision = assess(registry, ref, registry.alias(CHAMPION), golden, golden_manifest.version, contract,
-                          training_data=lambda digest: load_training_by_hash(store, digest), log=context.log.error)
+                          training_data=lambda digest: training_data if digest == training["content_hash"]
+                          else load_training_by_hash(store, digest), log=context.log.error)
+        _alert_incidents(decision, alerts, context, "registered_model")
         golden_metrics = baseline_tags(golden_manifest.version, decision.challenger_metrics)
-        registry.tag_version(ref.version, golden_metrics)
+        registry.record_golden_metrics(ref.version, golden_metrics, golden_ref)
         importance = _record_importance(registry, ref.version, golden, contract)
         yield dg.MaterializeResult(metadata={
             "model_name": ref.name,
@@ -187,17 +222,21 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         description="Alias 'champion', moved to the challenger only when every gate passes on the golden set "
         "(absolute, champion/challenger with bootstrap CI, latency, integrity); the old champion becomes 'previous'.",
     )
-    def champion_model(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource):
+    def champion_model(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource,
+                       alerts: AlertSinkResource):
         store = lake.get_store()
         golden, golden_manifest = load_golden(store, contract)
         registry = mlflow.registry()
         try:
             result = promote_if_passing(registry, golden, golden_manifest.version, contract,
                                         training_data=lambda digest: load_training_by_hash(store, digest),
-                                        log=context.log.error)
+                                        log=context.log.error,
+                                        golden_source=store.uri(golden_keys(golden_manifest.version)[0]))
         except LookupError as e:
             raise dg.Failure(str(e)) from e
         decision = result.decision
+        if decision is not None:
+            _alert_incidents(decision, alerts, context, "champion_model")
         current = registry.alias(CHAMPION)
         if current is None:
             raise dg.Failure(f"no champion: the first challenger v{result.challenger.version} was refused: "

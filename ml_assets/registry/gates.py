@@ -283,107 +283,233 @@ def latency_gate(
     )
 
 
+FAIRNESS_METRICS = ("equalized_odds", "equal_opportunity", "demographic_parity")
+"""P5 metrics: which rate must be similar across the groups of the sensitive attribute.
+
+- ``equal_opportunity``: the true-positive rate (share of a group's frauds that are flagged);
+- ``equalized_odds``: the true-positive rate *and* the false-positive rate (share of a group's
+  legitimate transactions that are flagged), each compared on its own;
+- ``demographic_parity``: the flag rate over all rows (the four-fifths rule on selection rates).
+"""
+_RATES = {"equal_opportunity": ("true_positive_rate",),
+          "equalized_odds": ("true_positive_rate", "false_positive_rate"),
+          "demographic_parity": ("flag_rate",)}
+
+
+@dataclass
+class RateComparison:
+    """One rate compared across groups: lowest / highest, with simultaneous confidence bounds.
+
+    ``counts`` holds, per group, (flagged, rows, clusters, design effect) of the rows the rate is
+    taken over (positives for the true-positive rate, negatives for the false-positive rate).
+    """
+
+    rate: str
+    ratio: float
+    low: float
+    high: float
+    rates: dict
+    counts: dict
+
+    def describe(self) -> str:
+        groups = ", ".join(f"{k}: {v:.4f} ({int(c[0])}/{c[1]}, {c[2]} clusters, design effect {c[3]:.2f})"
+                           for k, v, c in ((k, self.rates[k], self.counts[k])
+                                           for k in sorted(self.rates, key=str)))
+        return f"{self.rate} ratio {self.ratio:.4f}, CI [{self.low:.4f}, {self.high:.4f}] ({groups})"
+
+
+def _design_effect(flags: np.ndarray, clusters: np.ndarray) -> float | None:
+    """Cluster-robust variance of a rate (the ratio estimator's sandwich over clusters) over its binomial
+    variance, at least 1; None where it cannot be estimated (a rate of 0 or 1, fewer than two clusters)."""
+    n = len(flags)
+    p = float(flags.mean()) if n else 0.0
+    per_cluster = pd.DataFrame({"flag": flags, "cluster": clusters}).groupby("cluster", sort=False)["flag"]
+    sums, sizes = per_cluster.sum().to_numpy(), per_cluster.size().to_numpy()
+    k = len(sums)
+    if k < 2 or not 0 < p < 1:
+        return None
+    clustered = k / (k - 1) * float(np.sum((sums - p * sizes) ** 2)) / n**2
+    return max(1.0, clustered / (p * (1 - p) / n))
+
+
+def _group_counts(flags: np.ndarray, groups: pd.Series, clusters: pd.Series | None) -> dict:
+    """Per group: (flagged, rows, clusters, design effect). Rows without a group are left out.
+
+    The design effect says how many times less information the rows carry than as many
+    independent rows would (1 without clusters). A group whose own design effect cannot be
+    estimated (never or always flagged, one cluster) gets the one of all groups' rows pooled.
+    """
+    frame = pd.DataFrame({"flag": np.asarray(flags, dtype=float),
+                          "group": pd.Series(np.asarray(groups, dtype=object)),
+                          "cluster": (pd.Series(np.asarray(clusters, dtype=object)) if clusters is not None
+                                      else pd.Series(np.arange(len(flags))))}).dropna(subset=["group"])
+    pooled = 1.0
+    if clusters is not None:
+        pooled = _design_effect(frame["flag"].to_numpy(), frame["cluster"].to_numpy()) or 1.0
+    out = {}
+    for group, rows in frame.groupby("group", observed=True):
+        own = _design_effect(rows["flag"].to_numpy(), rows["cluster"].to_numpy()) if clusters is not None else 1.0
+        out[group] = (float(rows["flag"].sum()), len(rows), int(rows["cluster"].nunique()),
+                      pooled if own is None else own)
+    return out
+
+
+def _wilson(x: float, n: float, z: float) -> tuple[float, float, float]:
+    """(rate, lower, upper): the Wilson score interval of x flagged out of n (effective counts allowed)."""
+    p = x / n
+    scale = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / scale
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / scale
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _ratio_bounds(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float]:
+    """MOVER-R bounds (Donner and Zou) of rate_a / rate_b from each rate's (rate, lower, upper) interval.
+
+    Unlike a log-ratio (Katz) interval it stays informative when a group is never flagged:
+    0 of 20 frauds caught against 160 of 200 is a ratio of at most ~0.4, not "anything up to 1.6".
+    """
+    (p1, l1, u1), (p2, l2, u2) = a, b
+    def root(v: float) -> float:
+        return math.sqrt(max(v, 0.0))
+    low_den = u2 * (2 * p2 - u2)
+    high_den = l2 * (2 * p2 - l2)
+    low = (p1 * p2 - root((p1 * p2) ** 2 - l1 * u2 * (2 * p1 - l1) * (2 * p2 - u2))) / low_den if low_den > 0 else 0.0
+    high = ((p1 * p2 + root((p1 * p2) ** 2 - u1 * l2 * (2 * p1 - u1) * (2 * p2 - l2))) / high_den
+            if high_den > 0 else math.inf)
+    return max(low, 0.0), high
+
+
+def group_rate_ratio(flags: np.ndarray, groups: pd.Series, clusters: pd.Series | None = None,
+                     alpha: float = 0.05, rate: str = "flag_rate") -> RateComparison:
+    """Lowest / highest group rate of ``flags`` with simultaneous ``1 - alpha`` confidence bounds.
+
+    Each group's rate gets a Wilson score interval on its effective counts (rows and flags
+    divided by the group's design effect when rows are clustered, e.g. the transactions of one
+    card: Kish's effective sample size), each ordered pair of groups the MOVER-R interval of
+    the ratio of its two rates built from them, and ``z`` is Bonferroni-corrected over the
+    ``k(k-1)/2`` pairs. ``high`` is the smallest upper bound over the pairs: below the
+    threshold, some group's rate is under that share of another's with confidence. ``low`` is
+    the lower bound of the pair that gives the point estimate (lowest vs highest rate). Fewer
+    than two groups, or no group with any flag, is a ratio of 1 (nothing is unequal).
+    """
+    from scipy.stats import norm
+
+    counts = _group_counts(flags, groups, clusters)
+    rates = {g: c[0] / c[1] for g, c in counts.items()}
+    if len(rates) < 2 or max(rates.values()) == 0:
+        return RateComparison(rate, 1.0, 1.0, 1.0, rates, counts)
+    ratio = min(rates.values()) / max(rates.values())
+    k = len(counts)
+    z = float(norm.ppf(1 - alpha / (k * (k - 1))))
+    intervals = {g: _wilson(x / deff, n / deff, z) for g, (x, n, _, deff) in counts.items()}
+    high = min(_ratio_bounds(intervals[i], intervals[j])[1] for i in intervals for j in intervals if i != j)
+    low, _ = _ratio_bounds(intervals[min(rates, key=rates.get)], intervals[max(rates, key=rates.get)])
+    return RateComparison(rate, float(ratio), float(min(low, ratio)), float(min(max(high, ratio), 1.0)), rates,
+                          counts)
+
+
 def disparate_impact(y_pred: np.ndarray, groups: pd.Series) -> tuple[float, dict]:
-    """P5: lowest / highest positive-prediction rate over the groups, and the per-group rates.
+    """Lowest / highest positive-prediction (flag) rate over the groups, and the per-group rates.
 
     Groups with no rows (e.g. unobserved levels of a categorical) and rows with a missing
     group are ignored. The ratio is 1.0 when there are fewer than two groups or no group
     receives any positive prediction (nothing is unequal).
     """
-    ratio, rates, _ = _group_rates(y_pred, groups)
-    return ratio, rates
+    _check_lengths(y_pred, groups)
+    comparison = group_rate_ratio(y_pred, groups)
+    return comparison.ratio, comparison.rates
 
 
-def _group_rates(y_pred: np.ndarray, groups: pd.Series) -> tuple[float, dict, dict]:
-    y_pred = np.asarray(y_pred).astype(float)
-    group_values = pd.Series(np.asarray(groups, dtype=object))
-    if group_values.shape[0] != y_pred.shape[0]:
-        raise ValueError(f"y_pred has {y_pred.shape[0]} rows, groups has {group_values.shape[0]}")
-    frame = pd.DataFrame({"pred": y_pred, "group": group_values}).dropna(subset=["group"])
-    grouped = frame.groupby("group", observed=True)["pred"]
-    rates = {k: float(v) for k, v in grouped.mean().items()}
-    sizes = grouped.size()
-    counts = {k: (float(s), int(sizes[k])) for k, s in grouped.sum().items()}
-    if len(rates) < 2:
-        return 1.0, rates, counts
-    highest = max(rates.values())
-    if highest == 0:
-        return 1.0, rates, counts
-    return float(min(rates.values()) / highest), rates, counts
+def disparate_impact_bounds(y_pred: np.ndarray, groups: pd.Series, alpha: float = 0.05,
+                            clusters: pd.Series | None = None) -> tuple[float, float]:
+    """(lower, upper) simultaneous confidence bounds of the flag-rate ratio (see `group_rate_ratio`)."""
+    _check_lengths(y_pred, groups)
+    comparison = group_rate_ratio(y_pred, groups, clusters, alpha)
+    return comparison.low, comparison.high
 
 
-def disparate_impact_bounds(y_pred: np.ndarray, groups: pd.Series, alpha: float = 0.05) -> tuple[float, float]:
-    """(lower, upper) simultaneous confidence bounds for the disparate-impact ratio.
+def _check_lengths(y_pred: np.ndarray, *others: Any) -> None:
+    for other in others:
+        if other is not None and len(other) != len(y_pred):
+            raise ValueError(f"y_pred has {len(y_pred)} rows, a row-aligned input has {len(other)}")
 
-    Each pair of groups gets a Katz log confidence interval for the ratio of its two
-    positive-prediction rates, ``log(r_i / r_j) +/- z * sqrt(1/x_i - 1/n_i + 1/x_j - 1/n_j)``
-    (``x`` flagged rows, ``n`` rows, 0.5 added to each cell so a group that is never or
-    always flagged still has a finite interval), with a Bonferroni ``z`` over the
-    ``k(k-1)/2`` pairs so the bounds hold for all pairs at once at level ``1 - alpha``.
-    ``upper`` is the smallest upper bound over the pairs: if it is below 0.8, some group
-    is flagged at under 80% of another's rate with that confidence. ``lower`` is the
-    lower bound of the pair that gives the point estimate (lowest vs highest rate).
-    """
-    from scipy.stats import norm
 
-    _, rates, counts = _group_rates(y_pred, groups)
-    if len(counts) < 2:
-        return 1.0, 1.0
-    k = len(counts)
-    z = float(norm.ppf(1 - alpha / (k * (k - 1))))
-    corrected = {g: ((x + 0.5) / (n + 1), 1 / (x + 0.5) - 1 / (n + 1)) for g, (x, n) in counts.items()}
-    upper = math.inf
-    for i, (ri, vi) in corrected.items():
-        for j, (rj, vj) in corrected.items():
-            if i != j:
-                upper = min(upper, math.log(ri / rj) + z * math.sqrt(vi + vj))
-    lowest = min(rates, key=rates.get)
-    highest = max(rates, key=rates.get)
-    (rl, vl), (rh, vh) = corrected[lowest], corrected[highest]
-    lower = math.log(rl / rh) - z * math.sqrt(vl + vh)
-    return float(math.exp(lower)), float(min(math.exp(upper), 1.0))
+def fairness_comparisons(y_pred: np.ndarray, groups: pd.Series, y_true: np.ndarray | None = None,
+                         clusters: pd.Series | None = None, metric: str = "equalized_odds",
+                         alpha: float = 0.05) -> list[RateComparison]:
+    """The rate comparisons of a P5 metric; each gets ``alpha`` divided by their number (Bonferroni)."""
+    if metric not in _RATES:
+        raise ValueError(f"unknown fairness metric {metric!r}; expected one of {', '.join(FAIRNESS_METRICS)}")
+    y_pred = np.asarray(y_pred).astype(int)
+    _check_lengths(y_pred, groups, y_true, clusters)
+    if metric != "demographic_parity" and y_true is None:
+        raise ValueError(f"fairness metric {metric} compares error rates and needs the true labels (y_true)")
+    groups = pd.Series(np.asarray(groups, dtype=object))
+    clusters = None if clusters is None else pd.Series(np.asarray(clusters, dtype=object))
+    each = alpha / len(_RATES[metric])
+    out = []
+    for rate in _RATES[metric]:
+        if rate == "flag_rate":
+            rows = np.ones(len(y_pred), dtype=bool)
+        else:
+            rows = np.asarray(y_true).astype(int) == (1 if rate == "true_positive_rate" else 0)
+        out.append(group_rate_ratio(y_pred[rows], groups[rows].reset_index(drop=True),
+                                    None if clusters is None else clusters[rows].reset_index(drop=True), each, rate))
+    return out
 
 
 def fairness_gate(y_pred: np.ndarray, groups: pd.Series, minimum: float = 0.8, alpha: float = 0.05,
-                  attribute: str = "group") -> GateResult:
-    """P5: the disparate-impact ratio on the declared sensitive attribute must not be below ``minimum``.
+                  attribute: str = "group", *, y_true: np.ndarray | None = None, clusters: pd.Series | None = None,
+                  metric: str = "equalized_odds") -> GateResult:
+    """P5: no group of the sensitive attribute gets a rate under ``minimum`` times another group's.
 
-    What is measured. The rate at which each group is *flagged* (predicted positive), lowest
-    over highest: the four-fifths rule of US employment law applied to the decision a
-    fraud model takes about a customer. The ratio of the *favourable* outcome (not
-    flagged, ~90% for every group) would hardly move even for a model that flags one
-    group three times as often, so the adverse-outcome rate is the one compared.
+    Which rate (``metric``, the contract's ``thresholds.gates.fairness.metric``). The demo's
+    default is equalized odds: the true-positive rate (frauds caught) and the false-positive
+    rate (legitimate customers flagged) are each compared across groups, lowest over highest
+    against the four-fifths threshold. Not the flag rate over all rows (demographic parity,
+    the four-fifths rule of employment law): when the groups' fraud rates differ, really or in
+    the sample at hand, an equally accurate model flags them at different rates, and parity of
+    flags could only be reached by flagging the group with less fraud more often or the other
+    less. Conditioning on the true label removes the base rate: a model that catches every
+    group's fraud equally well and bothers every group's legitimate customers equally rarely
+    passes whatever the groups' fraud rates; one that singles out a group (flags all of its
+    customers, or none of its frauds) fails. Equal opportunity alone (true-positive rates) would
+    pass a model that flags every customer of one group, whose frauds are then all caught;
+    the false-positive rate is what shows that.
 
-    Why a confidence bound decides and not the point estimate. The golden set holds a
-    few hundred flagged rows in all, so the smallest group of the demo (``65+``, 15% of
-    customers) has some 30-40 of them; the relative standard error of a rate is
-    ``~1/sqrt(flags)``, about 17% there. The point estimate min/max picks the noisiest
-    group at both ends and is biased downwards: on simulated golden sets of the demo's
-    size where every group has the same true rate, it falls below 0.8 more than half of
-    the time, and a percentile bootstrap of min/max still does in ~8% of runs. A point
-    estimate could decide only with about 250-300 flagged rows in the smallest group
-    (a golden set about seven times the demo's), so the gate fails when the simultaneous upper
-    confidence bound of :func:`disparate_impact_bounds` is below ``minimum``: the data
-    show, at 95% confidence, that some group is flagged at under ``minimum`` times
-    another's rate. A model that singles out a group (e.g. flags everyone of one age
-    band, or nobody of it) fails by a wide margin; an unbiased one does not fail by bad
-    luck of the sample. The point estimate is recorded as the gate's value.
+    Why a confidence bound decides and why it is clustered. The golden set holds a few hundred
+    frauds, and they are not independent rows: fraud comes in bursts of about four
+    transactions per compromised card-day, with the card's shared windowed features, so a
+    group's true-positive rate rests on some 10-100 cards, not on 40-400 rows, and its
+    realised fraud share varies by chance. The point estimate min/max picks the noisiest
+    groups at both ends and falls below 0.8 for unbiased models by chance. An interval that
+    takes rows as independent is too narrow: on the demo's golden sets the flag rate's design
+    effect is 3.5-3.9 (the interval about half as wide as the data support), the true-positive
+    rate's 1-3.5. With both errors, the flag-rate rule refused the demo champion at 2x volume
+    (ratio 0.556, upper bound 0.786) although it caught 77-82% of every group's frauds. So
+    each group's rate gets a Wilson interval on effective counts (Kish: rows and flags divided
+    by the design effect estimated from the ``clusters``, the contract's entity), each pair of
+    groups the MOVER-R interval of their ratio, corrected for multiplicity (Bonferroni over
+    the pairs and over the rates compared), and the gate fails only when the simultaneous
+    upper bound of some rate's ratio is below ``minimum``: the data show with ``1 - alpha``
+    confidence that a group is treated worse. The point estimates are recorded; the value is
+    that of the rate whose bound is lowest. Measured at 1x, 2x and 4x volume: bench/fairness.py.
     """
-    ratio, rates, counts = _group_rates(y_pred, groups)
-    low, high = disparate_impact_bounds(y_pred, groups, alpha=alpha)
-    passed = high >= minimum
-    rates_text = ", ".join(f"{k}: {v:.4f} ({int(counts[k][0])}/{counts[k][1]})"
-                           for k, v in sorted(rates.items(), key=lambda kv: str(kv[0])))
+    comparisons = fairness_comparisons(y_pred, groups, y_true, clusters, metric, alpha)
+    binding = min(comparisons, key=lambda c: c.high)
+    passed = all(c.high >= minimum for c in comparisons)
     return GateResult(
-        "disparate_impact",
+        f"fairness_{metric}",
         passed,
-        ratio,
+        binding.ratio,
         float(minimum),
-        f"{attribute}: ratio {ratio:.4f}, {100 * (1 - alpha):.0f}% simultaneous CI [{low:.4f}, {high:.4f}]; "
-        f"rule: fail only if the CI upper bound < {minimum}; positive-prediction rate by group (flagged/rows): "
-        f"{rates_text}",
-        challenger=ratio,
-        ci=(low, high),
+        f"{attribute}, {metric}: " + "; ".join(c.describe() for c in comparisons)
+        + f"; {100 * (1 - alpha):.0f}% simultaneous bounds"
+        + ("" if clusters is None else ", clustered by entity")
+        + f"; rule: fail only if a ratio's CI upper bound < {minimum}",
+        challenger=binding.ratio,
+        ci=(binding.low, binding.high),
     )
 
 

@@ -3,6 +3,18 @@
 Aliases: `challenger` (newest registered), `champion` (serving), `previous` (the champion
 before the last promotion, for rollback). Every version carries its artifact's sha256,
 recorded at registration and verified before promotion and before scoring (P8, S3).
+
+What a person finds in the MLflow UI (and why it is logged that way):
+- the training run's params (world size among them: a setting, not a measurement) and its
+  per-epoch curves (`train_loss`, `val_auc`, ... at steps 1..N); final values that the curves
+  already hold are not logged a second time, so no stray step-0 point sits next to them;
+- the training set and the golden set as run inputs (`mlflow.log_input`): the lake object
+  each was read from as the source, the project's content hash as the digest, the schema;
+- golden-set metrics as metrics of the run and of the logged model, linked to the golden
+  dataset, under one key per golden version (`golden_v1_roc_auc`): a chart never draws two
+  versions as one series. The same values are version tags, which promotion reads;
+- descriptions on the registered model and on each version: what it is, what it was
+  trained on, and the promotion decision once it is taken.
 """
 
 from __future__ import annotations
@@ -12,6 +24,9 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +34,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -28,6 +44,45 @@ _NOT_ARTIFACT = {"registered_model_meta"}
 
 class IntegrityError(RuntimeError):
     """A model artifact does not match the sha256 recorded when it was registered."""
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset as an MLflow run input: where it was read from, its content hash, its role.
+
+    `context` is MLflow's input context ("training", "evaluation"); `frame` (optional) gives the
+    schema and row count shown in the UI; `targets` names its label column. MLflow keeps at most
+    36 characters of a digest: it gets the first 32 hex digits of the content hash, and the input's
+    `content_hash` tag the whole of it.
+    """
+
+    name: str
+    source: str
+    digest: str
+    context: str
+    frame: pd.DataFrame | None = None
+    targets: str | None = None
+
+    @property
+    def mlflow_digest(self) -> str:
+        return self.digest[:32]
+
+    @property
+    def input_tags(self) -> dict[str, str]:
+        return {"mlflow.data.context": self.context, "content_hash": self.digest}
+
+    def to_mlflow(self) -> Any:
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.pandas_dataset import from_pandas
+
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class twice and then warns that the URI is ambiguous.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            source = resolve_dataset_source(self.source)
+        if self.frame is None:
+            return MetaDataset(source, name=self.name, digest=self.mlflow_digest)
+        return from_pandas(self.frame, source=source, targets=self.targets, name=self.name, digest=self.mlflow_digest)
 
 
 @dataclass(frozen=True)
@@ -149,21 +204,38 @@ class Registry:
         epoch_metrics: list[dict],
         tags: dict[str, Any],
         run_name: str,
+        inputs: Sequence[DatasetRef] = (),
+        description: str | None = None,
+        model_description: str | None = None,
     ) -> ModelRef:
-        """Log the pipeline as a pyfunc, register it, hash it and point `challenger` at it."""
+        """Log the pipeline as a pyfunc, register it, hash it and point `challenger` at it.
+
+        `epoch_metrics` (rows of metrics.jsonl) become curves at step = epoch; a key that is also a
+        param (world_size) is not a metric. `metrics` (the final values) are logged at the last
+        epoch's step, except the ones the curves already end on. `inputs` are logged as run inputs;
+        `description` goes on the new version, `model_description` on the registered model.
+        """
         from mlflow.models import infer_signature
 
         signature = infer_signature(input_example, output_example)
+        not_metrics = {"event", "epoch", *params}
+        last_epoch = max((int(row.get("epoch", 0)) for row in epoch_metrics), default=0)
+        in_curves = {k for row in epoch_metrics if int(row.get("epoch", 0)) == last_epoch for k in row}
         with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
             for row in epoch_metrics:
-                step = int(row.get("epoch", 0))
                 mlflow.log_metrics(
-                    {k: float(v) for k, v in row.items() if k not in ("event", "epoch") and isinstance(v, int | float)},
-                    step=step,
+                    {k: float(v) for k, v in row.items()
+                     if k not in not_metrics and isinstance(v, int | float) and not isinstance(v, bool)},
+                    step=int(row.get("epoch", 0)),
                 )
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and k not in in_curves},
+                               step=last_epoch)
+            for ref in inputs:
+                mlflow.log_input(ref.to_mlflow(), context=ref.context, tags={"content_hash": ref.digest})
             mlflow.set_tags({k: str(v) for k, v in tags.items()})
+            if description is not None:
+                mlflow.set_tag("mlflow.note.content", description)  # the run page's description
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=python_model,
@@ -176,8 +248,43 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             digest = artifact_sha256(self.download(version, Path(tmp) / "model"))
         self.tag_version(version, {"artifact_sha256": digest, "mlflow_run_id": run.info.run_id})
+        if model_description is not None:
+            self.client.update_registered_model(self.model_name, description=model_description)
+        if description is not None:
+            self.client.update_model_version(self.model_name, version, description=description)
         self.set_alias(CHALLENGER, version)
         return self.version(version)
+
+    def record_golden_metrics(self, version: str, metrics: dict[str, float], golden: DatasetRef | None = None) -> None:
+        """Golden-set metrics of a version, already named per golden version (`golden_v1_roc_auc`): as
+        version tags (what promotion and monitoring read) and as metrics of the version's run and
+        logged model, linked to the golden dataset, which becomes an input of that run."""
+        mv = self.client.get_model_version(self.model_name, str(version))
+        # Registration and promotion both score the version on the same golden set: record each value once.
+        values = {k: float(v) for k, v in metrics.items() if v is not None and mv.tags.get(k) != str(float(v))}
+        if not values:
+            return
+        self.tag_version(version, values)
+        if not mv.run_id:
+            return
+        if golden is not None:
+            from mlflow.entities import DatasetInput, InputTag
+
+            # The entity form of a dataset is what MlflowClient.log_inputs takes for a run that has ended.
+            entity = golden.to_mlflow()._to_mlflow_entity()
+            self.client.log_inputs(mv.run_id, [DatasetInput(entity, [InputTag(k, v)
+                                                                     for k, v in golden.input_tags.items()])])
+        now = int(time.time() * 1000)
+        self.client.log_batch(mv.run_id, metrics=[
+            Metric(key, value, now, 0, model_id=_logged_model_id(mv),
+                   dataset_name=golden.name if golden else None, dataset_digest=golden.mlflow_digest if golden else None)
+            for key, value in values.items()])
+
+    def describe_version(self, version: str, text: str) -> None:
+        self.client.update_model_version(self.model_name, str(version), description=text)
+
+    def description(self, version: str) -> str:
+        return self.client.get_model_version(self.model_name, str(version)).description or ""
 
     # ---- promotion and rollback ------------------------------------------------------------
     def promote(self, version: str) -> dict[str, str | None]:
@@ -199,6 +306,15 @@ class Registry:
         if current:
             self.tag_version(current.version, {"rolled_back": "true", "rolled_back_to": prev.version})
         return {"champion": prev.version, "demoted": current.version if current else ""}
+
+
+def _logged_model_id(mv: Any) -> str | None:
+    """The MLflow 3 logged model behind a version: its `model_id`, which the sqlite store leaves empty on the
+    version and keeps in its source URI (`models:/<model id>`)."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    source = mv.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/") and "/" not in source[8:] else None
 
 
 def pip_requirements() -> list[str]:

@@ -10,13 +10,27 @@ Golden versions (P1). Metrics on the golden set are tagged per golden version
 *current* golden version, and a reference value (e.g. for model_performance) is only
 ever read from the tag of the current version; when a new version is frozen the current
 champion is re-baselined on it (:func:`baseline`), so values of two versions never meet.
+
+A champion whose artifact fails its integrity check (P8) is a security incident, not a
+missing baseline: someone changed the serving model's files outside the pipeline. P3 then
+cannot be evaluated, and promotion does not fall back to judging the challenger alone or
+against an older version: the gate ``champion_challenger_baseline`` fails, the decision says
+so (with the version a rollback would restore and whether that one verifies), and the
+decision carries an incident for the caller to alert on. Automatic promotion stays refused
+until an operator acts, because the same write access may have touched more than one file
+and the registry should not move production on its own while that is being looked at; the
+operator either restores the artifact (its hash verifies again) or runs the `rollback` job
+(champion <- previous, verified first), after which the next promotion compares against the
+restored champion as usual. Meanwhile scoring refuses the tampered champion too (P8).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +43,19 @@ from ml_assets.registry.gates import (
     GateResult,
     absolute_gates,
     champion_challenger_gates,
-    disparate_impact,
     fairness_gate,
     latency_gate,
     slice_metrics,
 )
-from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, IntegrityError, ModelRef, Registry
+from ml_assets.registry.mlflow_registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS,
+    DatasetRef,
+    IntegrityError,
+    ModelRef,
+    Registry,
+)
 
 GOLDEN_METRICS = ("roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "average_precision", "precision", "recall", "f1")
 TrainingLookup = Callable[[str], "pd.DataFrame | None"]
@@ -48,6 +69,14 @@ def golden_tag(golden_version: str, metric: str) -> str:
 
 def baseline_tags(golden_version: str, metrics: dict[str, Any]) -> dict[str, float]:
     return {golden_tag(golden_version, k): float(metrics[k]) for k in GOLDEN_METRICS if metrics.get(k) is not None}
+
+
+def golden_dataset(golden: pd.DataFrame, golden_version: str, contract: Contract,
+                   source: str | None = None) -> DatasetRef:
+    """The golden set as an MLflow input: named by version, its content hash as digest, read from `source`
+    (the lake object; by default its key in the lake)."""
+    return DatasetRef(name=f"golden_set_{golden_version}", source=source or f"golden_set/{golden_version}",
+                      digest=content_hash(golden), context="evaluation", frame=golden, targets=contract.label)
 
 
 @dataclass
@@ -71,6 +100,8 @@ class Decision:
     challenger_metrics: dict[str, Any] = field(default_factory=dict)
     champion_metrics: dict[str, Any] = field(default_factory=dict)
     slices: pd.DataFrame | None = None
+    # Security incidents found while deciding (a champion that fails its integrity check): the caller alerts.
+    incidents: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -109,14 +140,16 @@ class Decision:
 def _rule(g: GateResult) -> str:
     if g.name.startswith("absolute_"):
         return f">= {g.threshold}"
+    if g.name == "champion_challenger_baseline":
+        return "champion artifact verifies (sha256 as registered)"
     if g.name == "champion_challenger_roc_auc":
         return f"CI upper of AUC difference >= {g.threshold:+}"
     if g.name.startswith("champion_challenger_"):
         return f"CI upper of relative change >= {g.threshold:+}"
     if g.name == "latency_p99_ms":
         return f"p99 <= {g.threshold} ms"
-    if g.name == "disparate_impact":
-        return f"CI upper of ratio >= {g.threshold}"
+    if g.name.startswith("fairness_"):
+        return f"CI upper of each rate's ratio >= {g.threshold}"
     if g.name == "golden_set_disjoint":
         return "0 shared entities, records, golden-window rows"
     if g.name == "not_rolled_back":
@@ -160,10 +193,14 @@ def decide(challenger: Evaluation, champion: Evaluation | None, golden: pd.DataF
     decision.gates.append(latency(challenger_model, golden, contract))
     sensitive = contract.slices.sensitive_attribute
     if sensitive:
-        fair = fairness_gate(challenger.predictions, golden[sensitive], minimum=g.disparate_impact_min,
-                             attribute=sensitive)
+        f = g.fairness
+        clusters = golden[contract.entity] if f.cluster_by_entity else None
+        fair = fairness_gate(challenger.predictions, golden[sensitive], minimum=f.ratio_min, alpha=1 - f.confidence,
+                             attribute=sensitive, y_true=y, clusters=clusters, metric=f.metric)
         if champion is not None:
-            fair.champion = disparate_impact(champion.predictions, golden[sensitive])[0]
+            fair.champion = fairness_gate(champion.predictions, golden[sensitive], minimum=f.ratio_min,
+                                          alpha=1 - f.confidence, attribute=sensitive, y_true=y, clusters=clusters,
+                                          metric=f.metric).value
         decision.gates.append(fair)
     decision.slices = slices_side_by_side(challenger, champion, golden, contract)
     return decision
@@ -238,13 +275,39 @@ def assess(registry: Registry, challenger: ModelRef, champion: ModelRef | None, 
             champion_model, _ = registry.load_verified(champion.version)
             champion_eval = evaluate(champion_model, champion.version, golden, contract)
         except IntegrityError as e:
-            log(f"the current champion v{champion.version} fails its integrity check and is not compared: {e}")
+            gate = tampered_champion_gate(registry, champion, e)
+            decision.gates.append(gate)
+            decision.incidents.append(gate.detail)
+            log(gate.detail)
     decided = decide(challenger_eval, champion_eval, golden, contract, challenger_model)
     decision.gates += decided.gates
     decision.slices = decided.slices
     decision.challenger_metrics = challenger_eval.metrics
     decision.champion_metrics = champion_eval.metrics if champion_eval else {}
     return decision
+
+
+def tampered_champion_gate(registry: Registry, champion: ModelRef, error: IntegrityError) -> GateResult:
+    """P3 cannot be judged against a champion whose artifact fails its integrity check: refused, with the
+    operator's ways out (the version a rollback restores, checked now, or restoring the artifact)."""
+    previous = registry.alias(PREVIOUS)
+    if previous is None or previous.version == champion.version:
+        way_out = ("there is no 'previous' version to roll back to: restore the artifact from a trusted copy, or "
+                   "remove the 'champion' alias so that the next challenger is judged as a first model")
+    else:
+        try:
+            with tempfile.TemporaryDirectory(prefix="ml_assets_previous_") as tmp:
+                registry.verify(previous.version, Path(tmp) / "model")
+            way_out = (f"run the rollback job (champion <- previous v{previous.version}, whose artifact verifies) "
+                       f"or restore the artifact from a trusted copy")
+        except IntegrityError:
+            way_out = (f"previous v{previous.version} fails its integrity check too: restore the artifacts from a "
+                       f"trusted copy")
+    return GateResult(
+        "champion_challenger_baseline", False, None, None,
+        f"SECURITY: the serving champion v{champion.version} fails its integrity check ({error}). Its artifact was "
+        f"changed outside the pipeline; no champion/challenger comparison (P3) is possible and automatic promotion "
+        f"is refused until an operator acts: {way_out}.")
 
 
 def latency(model: Any, golden: pd.DataFrame, contract: Contract) -> GateResult:
@@ -255,11 +318,12 @@ def latency(model: Any, golden: pd.DataFrame, contract: Contract) -> GateResult:
 
 
 def baseline(registry: Registry, version: str, golden: pd.DataFrame, golden_version: str,
-             contract: Contract) -> dict[str, Any]:
-    """Evaluate a version (hash-verified) on a golden version and tag its golden_<version>_* metrics."""
+             contract: Contract, golden_source: str | None = None) -> dict[str, Any]:
+    """Evaluate a version (hash-verified) on a golden version and record its golden_<version>_* metrics."""
     model, _ = registry.load_verified(version)
     metrics = evaluate(model, version, golden, contract).metrics
-    registry.tag_version(version, baseline_tags(golden_version, metrics))
+    registry.record_golden_metrics(version, baseline_tags(golden_version, metrics),
+                                   golden_dataset(golden, golden_version, contract, golden_source))
     return metrics
 
 
@@ -284,12 +348,14 @@ class PromotionOutcome:
 
 def promote_if_passing(registry: Registry, golden: pd.DataFrame, golden_version: str, contract: Contract,
                        training_data: TrainingLookup | None = None,
-                       log: Callable[[str], None] = lambda _: None) -> PromotionOutcome:
+                       log: Callable[[str], None] = lambda _: None,
+                       golden_source: str | None = None) -> PromotionOutcome:
     """Move `champion` to `challenger` only when every gate passes; record the decision on the version.
 
     A refused challenger leaves every alias as it was; its tags say why
-    (`promotion_decision`, `promotion_reasons`, `promotion_failed_gates`). The champion that
-    stays is re-baselined on the current golden version if it has no metrics for it yet.
+    (`promotion_decision`, `promotion_reasons`, `promotion_failed_gates`), and so does its
+    description. The champion that stays is re-baselined on the current golden version if it
+    has no metrics for it yet. `golden_source` is where the golden set was read from (its MLflow input).
     """
     challenger, champion = registry.alias(CHALLENGER), registry.alias(CHAMPION)
     if challenger is None:
@@ -298,7 +364,8 @@ def promote_if_passing(registry: Registry, golden: pd.DataFrame, golden_version:
     rebaselined: dict[str, dict[str, Any]] = {}
     if champion is not None and champion.version == challenger.version:
         if golden_tag(golden_version, "roc_auc") not in champion.tags:
-            rebaselined[champion.version] = baseline(registry, champion.version, golden, golden_version, contract)
+            rebaselined[champion.version] = baseline(registry, champion.version, golden, golden_version, contract,
+                                                     golden_source)
         return PromotionOutcome("already champion", challenger, champion, None, rebaselined)
     if challenger.tags.get("rolled_back") == "true":
         # P7: a version taken out of service by a rollback is not put back by the next run or by automation;
@@ -312,18 +379,40 @@ def promote_if_passing(registry: Registry, golden: pd.DataFrame, golden_version:
     if decision.passed:
         registry.promote(challenger.version)
     outcome = "promoted" if decision.passed else "rejected"
+    decided_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     registry.tag_version(challenger.version, {
         "promotion_decision": outcome,
-        "promotion_decided_at": dt.datetime.now(dt.UTC).isoformat(),
+        "promotion_decided_at": decided_at,
         "promotion_golden_version": golden_version,
         "promotion_failed_gates": ", ".join(decision.failed()) or "none",
         "promotion_reasons": " | ".join(decision.reasons)[:4000] or "all gates passed",
-        **baseline_tags(golden_version, decision.challenger_metrics),
     })
+    dataset = golden_dataset(golden, golden_version, contract, golden_source)
+    registry.record_golden_metrics(challenger.version, baseline_tags(golden_version, decision.challenger_metrics),
+                                   dataset)
+    registry.describe_version(challenger.version, with_decision(registry.description(challenger.version), decision,
+                                                                decided_at))
     if champion is not None and decision.champion_metrics and golden_tag(golden_version, "roc_auc") not in champion.tags:
-        registry.tag_version(champion.version, baseline_tags(golden_version, decision.champion_metrics))
+        registry.record_golden_metrics(champion.version, baseline_tags(golden_version, decision.champion_metrics),
+                                       dataset)
         rebaselined[champion.version] = decision.champion_metrics
     return PromotionOutcome(outcome, challenger, champion, decision, rebaselined)
+
+
+DECISION_HEADING = "Promotion decision"
+
+
+def with_decision(description: str, decision: Decision, decided_at: str) -> str:
+    """A version's description with its latest promotion decision (replacing an earlier one), for people."""
+    base = description.split(f"\n\n{DECISION_HEADING}", 1)[0].strip()
+    champion = f"champion v{decision.champion}" if decision.champion else "no champion"
+    if decision.passed:
+        verdict = f"promoted over {champion}: all {len(decision.gates)} gates passed."
+    else:
+        verdict = (f"rejected ({champion} stays): failed " + ", ".join(decision.failed()) + ". "
+                   + " ".join(f"{r.split(': ', 1)[0]}: {r.split(': ', 1)[-1][:300]}" for r in decision.reasons))
+    text = f"{DECISION_HEADING} ({decided_at}, golden set {decision.golden_version}): {verdict}"
+    return f"{base}\n\n{text}" if base else text
 
 
 def rebaseline_champion(registry: Registry, golden: pd.DataFrame, golden_version: str,

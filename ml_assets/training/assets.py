@@ -31,6 +31,8 @@ def training_spec(contract: Contract) -> dict:
         "timestamp": contract.timestamp,
         "epochs": t.epochs,
         "batch_size": t.batch_size,
+        "accumulation_steps": t.accumulation_steps,
+        "bucket_cap_mb": t.bucket_cap_mb,
         "learning_rate": t.learning_rate,
         "hidden": list(t.hidden),
         "seed": t.seed,

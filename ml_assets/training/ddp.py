@@ -18,9 +18,25 @@ probability (it is shifted towards positives), which is why the decision thresho
 not 0.5 but the F1-maximising score threshold on the validation split, stored in
 result.json next to the model (positive when sigmoid(logit) >= threshold).
 
-Batches. `batch_size` is per process; the global batch is batch_size * world size.
-DistributedSampler(shuffle=True, seed=seed, drop_last=False) is used at every world
-size (num_replicas=1 when alone) so the data order is a pure function of seed and epoch.
+Batches and synchronisation. `batch_size` is the micro-batch of one process; gradients of
+`accumulation_steps` micro-batches are summed locally (DDP's `no_sync`) and all-reduced once,
+so one optimizer step sees `batch_size * accumulation_steps * world_size` rows and the ranks
+talk once per step, not once per micro-batch. With accumulation 1 this is plain DDP. The
+gradient of a step is the mean over its rows whatever the split into micro-batches (each
+micro-batch's loss is weighted by its share of the step's rows), so accumulation changes
+memory and communication, not the optimisation. The data order of each rank is that of
+`DistributedSampler(shuffle=True, seed=seed, drop_last=False)` (`shard_order`, computed with
+tensor ops, no DataLoader): a pure function of seed and epoch, and every rank gets the same
+number of rows and steps (the sampler pads), so no rank waits in an all-reduce another rank
+never reaches. A rank's shard is gathered once per epoch; micro-batches are views of it.
+
+DDP itself: gradients are views into the communication buckets (`gradient_as_bucket_view`,
+no copy per step) and the bucket size is `bucket_cap_mb` (large models overlap the all-reduce
+of one bucket with the backward pass of the next; a model smaller than one bucket is reduced
+in one call). On CUDA each rank owns the GPU `LOCAL_RANK`, with its data, model and loss
+on it (NCCL); nothing in the loop reads a value back to the host before the end of an epoch.
+Threads: torch uses `OMP_NUM_THREADS` per rank, which the launcher sets to the CPUs this
+process may use divided by the ranks on the node, so ranks do not oversubscribe the cores.
 
 Checkpoints (T1). Every `checkpoint_every` epochs and at the last epoch rank 0 writes
 `checkpoints/epoch_NNNN.pt` atomically (temp file, fsync, rename): model, optimizer,
@@ -50,6 +66,7 @@ resumes passes). It exists for crash tests and drills only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -70,11 +87,9 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler, TensorDataset
 
 from ml_assets.storage import ObjectStore, S3Store, atomic_write_bytes, store_for_uri
 from ml_assets.training.model import build_model
@@ -95,10 +110,12 @@ REQUIRED_SPEC_KEYS = (
     "checkpoint_every",
     "validation_fraction",
 )
-# Optional spec keys with their defaults: the learning rate is halved every lr_step_epochs epochs.
-SPEC_DEFAULTS: dict[str, Any] = {"lr_step_epochs": 10, "lr_gamma": 0.5}
-# Spec keys that may change between a crash and its resume without invalidating the checkpoints.
-RESUMABLE_SPEC_KEYS = ("epochs", "checkpoint_every")
+# Optional spec keys with their defaults: the learning rate is halved every lr_step_epochs epochs; gradients of
+# accumulation_steps micro-batches are all-reduced once; DDP buckets of bucket_cap_mb (torch's default).
+SPEC_DEFAULTS: dict[str, Any] = {"lr_step_epochs": 10, "lr_gamma": 0.5, "accumulation_steps": 1, "bucket_cap_mb": 25.0}
+# Spec keys that may change between a crash and its resume without invalidating the checkpoints: they change
+# how long the run is, how often it checkpoints and how gradients travel, not what is computed.
+RESUMABLE_SPEC_KEYS = ("epochs", "checkpoint_every", "bucket_cap_mb")
 FAIL_AFTER_EPOCH_ENV = "ML_ASSETS_FAIL_AFTER_EPOCH"
 # Collective timeout: a rank stuck in all_reduce (a dead peer, a hung NCCL ring) fails after this instead of forever.
 DIST_TIMEOUT_ENV = "ML_ASSETS_DIST_TIMEOUT_S"
@@ -160,9 +177,11 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"training spec {path} is missing keys {missing}; required: {list(REQUIRED_SPEC_KEYS)}")
     spec = {**SPEC_DEFAULTS, **spec}
     problems = []
-    for key in ("epochs", "batch_size", "checkpoint_every", "lr_step_epochs"):
-        if not isinstance(spec[key], int) or spec[key] < 1:
+    for key in ("epochs", "batch_size", "checkpoint_every", "lr_step_epochs", "accumulation_steps"):
+        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 1:
             problems.append(f"{key} must be an integer >= 1, got {spec[key]!r}")
+    if not isinstance(spec["bucket_cap_mb"], int | float) or not float(spec["bucket_cap_mb"]) > 0:
+        problems.append(f"bucket_cap_mb must be a number > 0, got {spec['bucket_cap_mb']!r}")
     if not 0.0 < float(spec["validation_fraction"]) < 1.0:
         problems.append(f"validation_fraction must be in (0, 1), got {spec['validation_fraction']!r}")
     if not float(spec["learning_rate"]) > 0:
@@ -188,6 +207,31 @@ def split_by_time(df: pd.DataFrame, timestamp: str, validation_fraction: float) 
         )
     cut = len(ordered) - n_val
     return ordered.iloc[:cut].reset_index(drop=True), ordered.iloc[cut:].reset_index(drop=True)
+
+
+def shard_order(n_rows: int, world_size: int, rank: int, seed: int, epoch: int) -> torch.Tensor:
+    """The row order of one rank in one epoch: exactly `DistributedSampler(shuffle=True, drop_last=False)`'s.
+
+    A permutation seeded by seed + epoch, padded from its start to a multiple of the world size,
+    every world_size-th row from `rank` on; computed on tensors instead of a Python list per epoch.
+    """
+    if n_rows < 1:
+        raise ValueError(f"cannot order {n_rows} rows")
+    generator = torch.Generator()
+    generator.manual_seed(seed + epoch)
+    order = torch.randperm(n_rows, generator=generator)
+    total = math.ceil(n_rows / world_size) * world_size
+    if total > n_rows:
+        order = torch.cat([order, order.repeat(math.ceil((total - n_rows) / n_rows))[: total - n_rows]])
+    return order[rank:total:world_size]
+
+
+def step_slices(n_rows: int, batch_size: int, accumulation_steps: int) -> list[list[slice]]:
+    """Micro-batches (slices of a shard of `n_rows`) grouped by optimizer step; the last step may be short."""
+    step_rows = batch_size * accumulation_steps
+    return [[slice(i, min(i + batch_size, start + step_rows, n_rows))
+             for i in range(start, min(start + step_rows, n_rows), batch_size)]
+            for start in range(0, n_rows, step_rows)]
 
 
 def _labels(df: pd.DataFrame, label: str, split: str) -> np.ndarray:
@@ -351,24 +395,52 @@ def _scores_and_loss(
     return torch.sigmoid(logits).double().cpu().numpy(), loss
 
 
+# Validation metrics in numpy, equal to scikit-learn's (roc_auc_score, average_precision_score,
+# precision_recall_curve; the tests compare): importing sklearn.metrics costs every rank ~1.4 s of CPU at start-up.
+
+
+def _precision_recall_by_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, threshold) at every distinct score, highest threshold first (positive: score >= it)."""
+    order = np.argsort(scores, kind="stable")[::-1]
+    ranked, labels = scores[order], y[order].astype(np.float64)
+    last_of_run = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    tps = np.cumsum(labels)[last_of_run]
+    flagged = last_of_run + 1.0
+    return tps / flagged, tps / tps[-1], ranked[last_of_run]
+
+
+def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """Mann-Whitney form of the ROC AUC with tied scores at their average rank (= the trapezoidal ROC area)."""
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+    n_pos = float(y.sum())
+    n_neg = len(y) - n_pos
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def average_precision(y: np.ndarray, scores: np.ndarray) -> float:
+    """Sum over distinct thresholds of precision x the recall gained there (no interpolation)."""
+    precision, recall, _ = _precision_recall_by_threshold(y, scores)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def _ranking_metrics(y: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:
     if len(np.unique(y)) < 2:
         return None, None
-    return float(roc_auc_score(y, scores)), float(average_precision_score(y, scores))
+    return roc_auc(y, scores), average_precision(y, scores)
 
 
 def choose_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[float, float | None, float | None]:
-    """(threshold, precision, recall) at the score threshold with the highest F1; scores are sigmoid outputs."""
+    """(threshold, precision, recall) at the score threshold with the highest F1; scores are sigmoid outputs.
+    Ties go to the lowest such threshold."""
     if y.sum() == 0:
         log.warning("validation split has no positives: threshold falls back to 0.5, precision/recall undefined")
         return 0.5, None, None
-    precision, recall, thresholds = precision_recall_curve(y, scores)
-    # The last (precision=1, recall=0) point has no threshold.
-    p, r = precision[:-1], recall[:-1]
-    denom = p + r
-    f1 = np.divide(2 * p * r, denom, out=np.zeros_like(denom), where=denom > 0)
+    precision, recall, thresholds = (a[::-1] for a in _precision_recall_by_threshold(y, scores))
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
     best = int(np.argmax(f1))
-    return float(thresholds[best]), float(p[best]), float(r[best])
+    return float(thresholds[best]), float(precision[best]), float(recall[best])
 
 
 # --- outputs --------------------------------------------------------------------------------------------------------
@@ -545,34 +617,57 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
 
     model: nn.Module = module
     if env.distributed:
-        model = DistributedDataParallel(module, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        cuda = env.device.type == "cuda"
+        model = DistributedDataParallel(
+            module,
+            device_ids=[env.device.index] if cuda else None,
+            output_device=env.device.index if cuda else None,
+            bucket_cap_mb=float(spec["bucket_cap_mb"]),
+            gradient_as_bucket_view=True,
+        )
 
-    sampler = DistributedSampler(
-        TensorDataset(x_train), num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=False
-    )
     batch_size = int(spec["batch_size"])
+    accumulation = int(spec["accumulation_steps"])
+    n_local = math.ceil(len(x_train) / env.world_size)
+    steps = step_slices(n_local, batch_size, accumulation)
+    if env.is_main:
+        log.info("%d rows per rank, %d optimizer steps per epoch of %d micro-batch(es) of %d rows per rank; "
+                 "global batch %d rows; %d intra-op thread(s) per rank", n_local, len(steps), accumulation,
+                 batch_size, batch_size * accumulation * env.world_size, torch.get_num_threads())
     for epoch in range(start_epoch, epochs + 1):
-        sampler.set_epoch(epoch)
         model.train()
-        tick = time.perf_counter()
-        order = torch.tensor(list(sampler), dtype=torch.long, device=env.device)
-        loss_sum, seen_rows = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            batch = order[i : i + batch_size]
+        tick, cpu_tick = time.perf_counter(), time.process_time()
+        order = shard_order(len(x_train), env.world_size, env.rank, seed, epoch).to(env.device)
+        # One gather per epoch: the micro-batches below are views of the rank's shard.
+        x_shard, y_shard = x_train[order], t_y_train[order]
+        loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+        for micro_batches in steps:
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(x_train[batch]).squeeze(1), t_y_train[batch])
-            loss.backward()
+            step_rows = sum(b.stop - b.start for b in micro_batches)
+            for k, batch in enumerate(micro_batches):
+                # Only the last micro-batch of a step all-reduces; the others accumulate locally.
+                sync = k == len(micro_batches) - 1 or not env.distributed
+                with contextlib.nullcontext() if sync else model.no_sync():
+                    loss = criterion(model(x_shard[batch]).squeeze(1), y_shard[batch])
+                    share = (batch.stop - batch.start) / step_rows
+                    (loss if len(micro_batches) == 1 else loss * share).backward()
+                loss_sum += loss.detach().double() * (batch.stop - batch.start)
             optimizer.step()
-            loss_sum += float(loss.item()) * len(batch)
-            seen_rows += len(batch)
         scheduler.step()
-        totals = torch.tensor([loss_sum, seen_rows], dtype=torch.float64, device=env.device)
+        if env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)  # kernels run asynchronously: the epoch ends when they are done
+        # CPU seconds of every rank (all its threads), next to the wall time of the slowest: on a shared host the
+        # wall clock also measures the neighbours, the CPU time only what training itself spent.
+        totals = torch.tensor([0.0, float(n_local), time.process_time() - cpu_tick], dtype=torch.float64,
+                              device=env.device)
+        totals[0] = loss_sum
         elapsed = torch.tensor([time.perf_counter() - tick], dtype=torch.float64, device=env.device)
         if env.distributed:
             dist.all_reduce(totals)
             dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         train_loss = totals[0].item() / max(totals[1].item(), 1.0)
         samples_per_s = totals[1].item() / max(elapsed.item(), 1e-9)
+        cpu_s = totals[2].item()
 
         if env.is_main:
             scores, val_loss = _scores_and_loss(module, x_val, t_y_val, criterion)
@@ -585,6 +680,7 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
                 "val_auc": val_auc,
                 "val_ap": val_ap,
                 "samples_per_s": samples_per_s,
+                "cpu_s": cpu_s,
                 "world_size": env.world_size,
             }
             _emit(row)

@@ -55,10 +55,31 @@ class TrainingFailed(RuntimeError):
         super().__init__(f"{reason} (exit code {returncode}); last {len(self.output_tail)} lines of output:\n{tail}")
 
 
-def _child_env(extra_env: dict[str, str] | None) -> dict[str, str]:
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a container's limit,
+    which the affinity mask of a Kubernetes pod does not show)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(float(quota) / float(period))))
+    return max(1, cpus)
+
+
+def threads_per_rank(nproc_per_node: int) -> int:
+    """Intra-op threads for each of the node's ranks: the CPUs divided among them, at least one.
+
+    torch would start one thread per core in every rank, so N ranks on N cores would run N*N
+    threads and spend their time switching; one rank alone gets every core."""
+    return max(1, available_cpus() // max(1, nproc_per_node))
+
+
+def _child_env(extra_env: dict[str, str] | None, nproc_per_node: int = 1) -> dict[str, str]:
     env = dict(os.environ)
-    # torch picks one thread per core in every rank; N ranks on N cores would oversubscribe the CPU.
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc_per_node)))
     env["PYTHONUNBUFFERED"] = "1"
     # With the rendezvous TCPStore shared between agent and workers (torch's default), restarted workers can read
     # the previous round's addresses from the store and fail to connect or hang in init_process_group
@@ -219,7 +240,7 @@ class LocalTorchrunLauncher:
             encoding="utf-8",
             errors="replace",  # one undecodable byte from a worker must not stop the log pump
             bufsize=1,
-            env=_child_env(self.extra_env),
+            env=_child_env(self.extra_env, self.nproc_per_node),
             start_new_session=True,
         )
         # A reader thread lets the deadline be enforced while the child is silent; lines are handed to the

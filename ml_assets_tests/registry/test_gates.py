@@ -18,7 +18,9 @@ from ml_assets.registry.gates import (
     champion_challenger_gates,
     disparate_impact,
     disparate_impact_bounds,
+    fairness_comparisons,
     fairness_gate,
+    group_rate_ratio,
     latency_gate,
     slice_metrics,
 )
@@ -187,11 +189,12 @@ def test_biased_predictor_fails_fairness_and_balanced_passes():
     assert ratio < 0.8
     assert rates["f"] == pytest.approx(biased[:1000].mean())
     assert ratio == pytest.approx(min(rates.values()) / max(rates.values()))
-    gate = fairness_gate(biased, groups)
-    assert not gate.passed and "f:" in gate.detail and "m:" in gate.detail
+    gate = fairness_gate(biased, groups, metric="demographic_parity")
+    assert not gate.passed and gate.name == "fairness_demographic_parity"
+    assert "f:" in gate.detail and "m:" in gate.detail
 
     balanced = np.tile([1, 0, 0, 0, 0], 400)
-    assert fairness_gate(balanced, groups).passed
+    assert fairness_gate(balanced, groups, metric="demographic_parity").passed
     assert disparate_impact(balanced, groups)[0] == pytest.approx(1.0)
 
 
@@ -234,7 +237,7 @@ def test_unbiased_predictor_on_golden_sized_groups_passes_although_its_point_est
         flags = (rng.random(2000) < rate).astype(int)
         if disparate_impact(flags, groups)[0] < 0.7:
             break
-    gate = fairness_gate(flags, groups, minimum=0.8, attribute="customer_age_band")
+    gate = fairness_gate(flags, groups, minimum=0.8, attribute="customer_age_band", metric="demographic_parity")
     assert gate.value < 0.7 and gate.passed, gate.detail
     assert gate.ci[0] < gate.value < gate.ci[1] and gate.ci[1] >= 0.8
     assert "customer_age_band" in gate.detail and "CI upper bound < 0.8" in gate.detail
@@ -245,7 +248,7 @@ def test_unbiased_predictor_on_golden_sized_groups_passes_although_its_point_est
     old = (groups == "65+").to_numpy()
     biased[old] = (rng.random(old.sum()) < rate / 10).astype(int)
     biased[~old] = (rng.random((~old).sum()) < rate).astype(int)
-    refused = fairness_gate(biased, groups, minimum=0.8)
+    refused = fairness_gate(biased, groups, minimum=0.8, metric="demographic_parity")
     assert not refused.passed and refused.ci[1] < 0.8, refused.detail
 
 
@@ -255,7 +258,90 @@ def test_group_flagged_never_or_always_has_a_finite_bound_and_fails():
     never = np.concatenate([never, np.zeros(270, dtype=int)])
     low, high = disparate_impact_bounds(never, groups)
     assert 0 <= low < high < 0.8
-    assert not fairness_gate(never, groups).passed
+    assert not fairness_gate(never, groups, metric="demographic_parity").passed
+
+
+def clustered_fraud(seed: int, cards_per_group: int = 400, fraud_cards: dict | None = None, tpr: float = 0.8,
+                    fpr: float = 0.002) -> pd.DataFrame:
+    """A golden-set-like sample: legitimate rows and bursts of 4 fraud rows per compromised card.
+
+    Group "b" has twice the compromised cards of group "a" (a base-rate difference); the model
+    catches a burst as a whole with probability `tpr` in every group (bursts share their
+    per-card features) and flags a legitimate row with probability `fpr` in every group.
+    """
+    rng = np.random.default_rng(seed)
+    fraud_cards = fraud_cards or {"a": 25, "b": 50}
+    frames = []
+    for group in ("a", "b"):
+        cards = [f"{group}{i}" for i in range(cards_per_group)]
+        legit = rng.choice(cards, 6 * cards_per_group)
+        frames.append(pd.DataFrame({"card": legit, "group": group, "y": 0,
+                                    "flag": (rng.random(len(legit)) < fpr).astype(int)}))
+        caught = rng.random(fraud_cards[group]) < tpr
+        frames.append(pd.DataFrame({"card": np.repeat(cards[: fraud_cards[group]], 4), "group": group, "y": 1,
+                                    "flag": np.repeat(caught, 4).astype(int)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_equally_accurate_model_passes_equalized_odds_where_flag_rate_parity_refuses_it():
+    """Different fraud rates per group, the same true- and false-positive rates: the model treats no group worse,
+    but it flags the group with more fraud more often. Flag-rate parity on rows taken as independent refuses it;
+    the error rates, with a card's burst counted as one cluster, do not."""
+    refused_by_flag_rates = passed_by_error_rates = 0
+    for seed in range(20):
+        g = clustered_fraud(seed)
+        flags, y, groups, cards = g["flag"].to_numpy(), g["y"].to_numpy(), g["group"], g["card"]
+        old = fairness_gate(flags, groups, metric="demographic_parity")
+        new = fairness_gate(flags, groups, y_true=y, clusters=cards, metric="equalized_odds")
+        refused_by_flag_rates += not old.passed
+        passed_by_error_rates += new.passed
+        assert new.name == "fairness_equalized_odds" and "true_positive_rate" in new.detail
+        assert "false_positive_rate" in new.detail and "clustered by entity" in new.detail
+    assert refused_by_flag_rates >= 15, refused_by_flag_rates
+    assert passed_by_error_rates == 20
+
+
+def test_models_that_single_out_a_group_fail_equalized_odds():
+    g = clustered_fraud(3)
+    y, groups, cards = g["y"].to_numpy(), g["group"], g["card"]
+    b = (groups == "b").to_numpy()
+
+    # Flags every customer of group b: its frauds are all caught (the true-positive rates look fine), its
+    # legitimate customers are all flagged. Equal opportunity alone would pass it; the false-positive rate refuses.
+    flag_all_b = np.where(b, 1, g["flag"].to_numpy())
+    assert fairness_gate(flag_all_b, groups, y_true=y, clusters=cards, metric="equal_opportunity").passed
+    gate = fairness_gate(flag_all_b, groups, y_true=y, clusters=cards, metric="equalized_odds")
+    assert not gate.passed and gate.ci[1] < 0.8 and gate.value < 0.01, gate.detail
+    assert "rule: fail only if a ratio's CI upper bound < 0.8" in gate.detail
+
+    # Never flags a fraud of group b: refused on the true-positive rate.
+    blind_to_b = np.where(b & (y == 1), 0, g["flag"].to_numpy())
+    gate = fairness_gate(blind_to_b, groups, y_true=y, clusters=cards, metric="equalized_odds")
+    tpr, _ = fairness_comparisons(blind_to_b, groups, y, cards, "equalized_odds")
+    assert not gate.passed and tpr.rate == "true_positive_rate" and tpr.ratio == 0.0 and tpr.high < 0.8
+    assert gate.value == tpr.ratio
+
+
+def test_clustered_rows_carry_the_information_of_their_clusters_not_of_their_rows():
+    """Each row repeated 4 times as one cluster: the clustered bounds are those of the original rows (design effect
+    ~4), while bounds that take the copies as independent rows are far narrower than the data justify."""
+    rng = np.random.default_rng(11)
+    groups = pd.Series(rng.choice(["a", "b", "c"], 1200))
+    flags = (rng.random(1200) < np.where(groups == "a", 0.10, 0.14)).astype(int)
+    original = group_rate_ratio(flags, groups)
+    repeated_groups = pd.Series(np.repeat(groups.to_numpy(), 4))
+    clusters = pd.Series(np.repeat(np.arange(1200), 4))
+    clustered = group_rate_ratio(np.repeat(flags, 4), repeated_groups, clusters)
+    naive = group_rate_ratio(np.repeat(flags, 4), repeated_groups)
+    assert clustered.ratio == pytest.approx(original.ratio)
+    assert clustered.low == pytest.approx(original.low, rel=0.05)
+    assert clustered.high == pytest.approx(original.high, rel=0.05)
+    assert all(3.9 < c[3] < 4.1 for c in clustered.counts.values()), clustered.counts
+    assert naive.high < original.high - 0.05 and naive.low > original.low + 0.05
+    with pytest.raises(ValueError, match="needs the true labels"):
+        fairness_gate(flags, groups, metric="equal_opportunity")
+    with pytest.raises(ValueError, match="unknown fairness metric 'parity'"):
+        fairness_gate(flags, groups, y_true=flags, metric="parity")
 
 
 def test_latency_gate_does_not_count_time_queued_behind_other_processes():

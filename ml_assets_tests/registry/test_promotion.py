@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml_assets.alerts import read_alerts
 from ml_assets.contract import Contract, load_contract
 from ml_assets.datasets.assets import TRAINING_KEY, TRAINING_MANIFEST, golden_keys, training_version_key
 from ml_assets.datasets.build import (
@@ -36,13 +37,13 @@ from ml_assets.registry import assets as registry_assets
 from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRef, Registry, pip_requirements
 from ml_assets.registry.promotion import disjointness_gate, golden_tag, rebaseline_champion
 from ml_assets.registry.pyfunc import PipelineModel
-from ml_assets.resources import LocalStorageResource, MLflowResource
+from ml_assets.resources import LocalStorageResource, LogFileAlertSink, MLflowResource
 from ml_assets.simulate.generator import SimulationConfig, simulate
 from ml_assets.storage import LocalStore
 from ml_assets.training import ddp
 from ml_assets.training.assets import LATEST, RUNS_PREFIX, training_spec
 from ml_assets_tests.conftest import write_contract
-from ml_assets_tests.registry.variants import BiasedModel, NoisyModel, SlowModel, SquareRootModel
+from ml_assets_tests.registry.variants import BiasedModel, NeverFlagsModel, NoisyModel, SlowModel, SquareRootModel
 
 pytestmark = pytest.mark.slow
 DAYS = 20
@@ -127,7 +128,8 @@ def registry_for(world, name: str) -> Registry:
 def resources(world, name: str) -> dict:
     return {"lake": LocalStorageResource(root=str(world["lake"].root)),
             "mlflow": MLflowResource(tracking_uri=world["tracking_uri"], experiment="promotion_tests",
-                                     model_name=name, artifact_location=world["artifacts"])}
+                                     model_name=name, artifact_location=world["artifacts"]),
+            "alerts": LogFileAlertSink(path=str(world["home"] / f"alerts-{name}.jsonl"))}
 
 
 def register(world, registry: Registry, model: PipelineModel, training_hash: str | None = None) -> ModelRef:
@@ -207,11 +209,12 @@ def test_real_model_passes_every_gate_with_a_side_by_side_table(world, with_cham
     table = meta["comparison"]
     assert table.splitlines()[0] == "| metric | challenger | champion | CI | threshold | pass |"
     for gate in ("artifact_integrity", "golden_set_disjoint", "absolute_precision", "absolute_recall",
-                 "absolute_roc_auc", "latency_p99_ms", "disparate_impact"):
+                 "absolute_roc_auc", "latency_p99_ms", "fairness_equalized_odds"):
         assert f"| {gate} |" in table, gate
     assert "FAIL" not in table
     assert f">= {contract.thresholds.gates.roc_auc_min}" in table and "p99 <= 50" in table
     assert "customer_age_band" in meta["fairness"] and "65+" in meta["fairness"]
+    assert "true_positive_rate" in meta["fairness"] and "false_positive_rate" in meta["fairness"]
     assert "| channel |" in meta["slices"] and "| customer_age_band |" in meta["slices"]
     tags = registry.version(v1.version).tags
     assert float(tags[golden_tag("v1", "roc_auc")]) >= contract.thresholds.gates.roc_auc_min
@@ -238,13 +241,24 @@ def test_slow_model_is_refused_on_latency(world, with_champion):
     assert "> limit 50" in tags["promotion_reasons"]
 
 
-def test_model_biased_on_the_sensitive_attribute_is_refused_on_disparate_impact(world, with_champion):
+def test_model_biased_on_the_sensitive_attribute_is_refused_on_equalized_odds(world, with_champion):
+    # Flags every 65+ customer: their frauds are all caught, their legitimate transactions all flagged.
     meta, tags, _ = refused(world, with_champion, BiasedModel())
     failed = set(meta["failed_gates"].split(", "))
-    assert "disparate_impact" in failed
+    assert "fairness_equalized_odds" in failed
     assert failed.isdisjoint({"artifact_integrity", "golden_set_disjoint", "latency_p99_ms"})
-    reason = next(r for r in tags["promotion_reasons"].split(" | ") if r.startswith("disparate_impact"))
-    assert "customer_age_band" in reason and "65+: 1.0000" in reason and "CI upper bound < 0.8" in reason
+    reason = next(r for r in tags["promotion_reasons"].split(" | ") if r.startswith("fairness_equalized_odds"))
+    assert "customer_age_band" in reason and "CI upper bound < 0.8" in reason
+    fpr = reason.split("false_positive_rate ratio ")[1]
+    assert "65+: 1.0000" in fpr, reason
+
+
+def test_model_that_never_flags_a_group_is_refused_on_its_true_positive_rate(world, with_champion):
+    meta, tags, _ = refused(world, with_champion, NeverFlagsModel())
+    assert "fairness_equalized_odds" in meta["failed_gates"].split(", ")
+    reason = next(r for r in tags["promotion_reasons"].split(" | ") if r.startswith("fairness_equalized_odds"))
+    tpr = reason.split("true_positive_rate ratio ")[1].split("false_positive_rate")[0]
+    assert tpr.startswith("0.0000") and "65+: 0.0000" in tpr, reason
 
 
 def test_tampered_artifact_is_refused_before_any_scoring(world, with_champion):
@@ -252,6 +266,99 @@ def test_tampered_artifact_is_refused_before_any_scoring(world, with_champion):
     assert meta["failed_gates"] == "artifact_integrity"
     assert f"v{ref.version}: artifact sha256 is" in tags["promotion_reasons"]
     assert "modified after registration" in tags["promotion_reasons"]
+
+
+def test_tampered_champion_is_an_incident_that_stops_promotion_until_an_operator_rolls_back(world):
+    """P3 is never skipped: with the serving champion's artifact modified, a new challenger (however good) is not
+    promoted, a security alert goes out, and the decision names the way out; after the operator's rollback the
+    next run compares the challenger with the restored, verified champion."""
+    name = "tampered_champion"
+    registry = registry_for(world, name)
+    v1 = register(world, registry, PipelineModel())
+    assert metadata(materialize_champion(world, name))["outcome"] == "promoted"
+    v2 = register(world, registry, SquareRootModel())
+    assert metadata(materialize_champion(world, name))["outcome"] == "promoted"
+    assert registry.aliases() == {CHAMPION: v2.version, CHALLENGER: v2.version, PREVIOUS: v1.version}
+
+    tamper_with(registry, v2)  # the serving model's stored weights
+    v3 = register(world, registry, PipelineModel())
+    run = dg.materialize([registry_assets.build(world["contract"])[1]], resources=resources(world, name),
+                         instance=world["instance"], raise_on_error=False)
+    # The run fails loudly: the champion it leaves in place does not verify (its own blocking check).
+    assert not run.success
+    check = next(e.event_specific_data for e in run.all_events
+                 if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    assert check.check_name == "champion_serves_verified_artifact" and not check.passed
+    meta = metadata(run)
+    assert meta["outcome"] == "rejected" and meta["failed_gates"] == "champion_challenger_baseline"
+    assert registry.aliases() == {CHAMPION: v2.version, CHALLENGER: v3.version, PREVIOUS: v1.version}
+    reason = registry.version(v3.version).tags["promotion_reasons"]
+    assert reason.startswith(f"champion_challenger_baseline: SECURITY: the serving champion v{v2.version} fails its "
+                             f"integrity check") and "modified after registration" in reason
+    assert f"run the rollback job (champion <- previous v{v1.version}, whose artifact verifies)" in reason
+    assert "all gates passed" not in reason
+    assert "| champion_challenger_baseline |" in meta["comparison"] and "FAIL" in meta["comparison"]
+    assert "Promotion decision" in registry.description(v3.version) and "rejected" in registry.description(v3.version)
+    [alert] = [a for a in read_alerts(world["home"] / f"alerts-{name}.jsonl") if a["kind"] == "model_integrity"]
+    assert alert["steps"] == ["champion_model"] and f"champion v{v2.version}" in alert["summary"]
+    assert alert["details"]["challenger_version"] == v3.version and alert["details"]["champion_version"] == v2.version
+
+    # The operator's action: roll back to the verified previous champion. The challenger is then judged against it.
+    assert registry_assets.rollback.execute_in_process(resources={"mlflow": resources(world, name)["mlflow"]},
+                                                       instance=world["instance"]).success
+    assert registry.alias(CHAMPION).version == v1.version
+    meta = metadata(materialize_champion(world, name))
+    assert meta["outcome"] == "promoted" and meta["failed_gates"] == "none", meta["reasons"]
+    assert "| champion_challenger_roc_auc |" in meta["comparison"] and meta["previous_champion"] == v1.version
+    assert registry.alias(CHAMPION).version == v3.version
+
+
+def test_mlflow_shows_inputs_golden_metrics_curves_and_descriptions(world):
+    """What a person finds in the MLflow UI after registered_model and champion_model ran (issue 11)."""
+    name = "mlflow_ui"
+    contract = world["contract"]
+    result = dg.materialize(registry_assets.build(contract), resources=resources(world, name),
+                            instance=world["instance"], raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    registry = registry_for(world, name)
+    version = registry.alias(CHAMPION)
+    client = registry.client
+    run = client.get_run(version.run_id)
+
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training_set", "golden_set_v1"}
+    training, golden = inputs["training_set"].dataset, inputs["golden_set_v1"].dataset
+    training_tags = {t.key: t.value for t in inputs["training_set"].tags}
+    golden_tags = {t.key: t.value for t in inputs["golden_set_v1"].tags}
+    assert training_tags == {"mlflow.data.context": "training", "content_hash": world["training_hash"]}
+    assert golden_tags == {"mlflow.data.context": "evaluation", "content_hash": content_hash(world["golden"])}
+    assert training.digest == world["training_hash"][:32] and "training_set/versions/" in training.source
+    assert golden.digest == golden_tags["content_hash"][:32] and "golden_set/v1/golden_set.parquet" in golden.source
+    assert json.loads(golden.profile)["num_rows"] == len(world["golden"])
+
+    tags = registry.version(version.version).tags
+    for metric in ("roc_auc", "precision", "recall"):
+        key = golden_tag("v1", metric)
+        assert run.data.metrics[key] == pytest.approx(float(tags[key]))
+        # scored by registered_model and again by champion_model on the same golden set: one point, not two
+        assert len(client.get_metric_history(run.info.run_id, key)) == 1
+    logged_model = client.get_model_version(name, version.version).source.removeprefix("models:/")
+    linked = {m.key: m for m in client.get_logged_model(logged_model).metrics}
+    assert linked[golden_tag("v1", "roc_auc")].dataset_name == "golden_set_v1"
+    assert linked[golden_tag("v1", "roc_auc")].dataset_digest == golden.digest
+
+    epochs = json.loads((world["out"] / "result.json").read_text())["epochs"]
+    for key in ("val_auc", "val_ap", "train_loss"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, epochs + 1)), key
+    assert "world_size" not in run.data.metrics and run.data.params["world_size"] == "1"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_recall")] == [epochs]
+
+    model_text = client.get_registered_model(name).description
+    assert contract.name in model_text and "'champion'" in model_text and "rollback" in model_text
+    version_text = registry.description(version.version)
+    assert version_text.startswith("MLP [64, 32] trained for") and world["training_hash"][:12] in version_text
+    assert run.data.tags["mlflow.note.content"] in version_text  # the run page says the same
+    assert "Promotion decision" in version_text and "promoted over no champion: all" in version_text
 
 
 def test_challenger_trained_on_golden_rows_is_refused(world, with_champion):

@@ -40,6 +40,20 @@ class BiasedModel(PipelineModel):
         return out
 
 
+class NeverFlagsModel(PipelineModel):
+    """Never flags a customer of one age band: that band's frauds all go through (equal opportunity)."""
+
+    attribute = "customer_age_band"
+    band = "65+"
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        out = super().predict(context, model_input, params)
+        hit = (model_input[self.attribute].astype(str) == self.band).to_numpy()
+        out.loc[hit, "score"] = 0.0
+        out["prediction"] = (out["score"] >= self.threshold).astype(np.int64)
+        return out
+
+
 class NoisyModel(PipelineModel):
     """A regressed model: a third of the real scores replaced by noise (fixed seed per batch size)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -12,10 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from torch.utils.data import DistributedSampler, TensorDataset
 
 from ml_assets.training import ddp
-from ml_assets.training.launcher import LocalTorchrunLauncher, TrainingFailed, processes_mentioning
+from ml_assets.training.launcher import (
+    LocalTorchrunLauncher,
+    TrainingFailed,
+    _child_env,
+    available_cpus,
+    processes_mentioning,
+    threads_per_rank,
+)
 from ml_assets.training.model import build_model
 from ml_assets.training.preprocess import Preprocessor
 
@@ -25,7 +34,9 @@ SPEC = {
     "label": "label",
     "timestamp": "ts",
     "epochs": 4,
-    "batch_size": 64,
+    # Two micro-batches of 32 per optimizer step: every torchrun test below runs DDP's no_sync accumulation.
+    "batch_size": 32,
+    "accumulation_steps": 2,
     "learning_rate": 0.01,
     "hidden": [16, 8],
     "seed": 11,
@@ -129,6 +140,8 @@ def test_two_ranks_train_end_to_end_through_torchrun(reference_run, data_path: P
     assert result["train_rows"] == 2400 and result["val_rows"] == 600 and 0 < result["train_positives"] < 240
     assert 0.0 < result["threshold"] < 1.0 and result["val_recall"] > 0
     assert any('"event": "done"' in line for line in lines)
+    assert any("1200 rows per rank, 19 optimizer steps per epoch of 2 micro-batch(es) of 32 rows per rank; global "
+               "batch 128 rows" in line for line in lines)
 
     # The artifacts alone (preprocessor.json + model.pt) reproduce the reported validation AUC.
     pre = Preprocessor.from_dict(json.loads((run.out_dir / "preprocessor.json").read_text()))
@@ -140,12 +153,12 @@ def test_two_ranks_train_end_to_end_through_torchrun(reference_run, data_path: P
     assert roc_auc_score(val["label"], scores) == pytest.approx(result["val_auc"], abs=1e-6)
 
 
-def assert_same_weights(out_a: Path, out_b: Path) -> None:
+def assert_same_weights(out_a: Path, out_b: Path, atol: float = 1e-6) -> None:
     weights_a = torch.load(out_a / "model.pt", weights_only=True)
     weights_b = torch.load(out_b / "model.pt", weights_only=True)
     assert weights_a.keys() == weights_b.keys()
     for name, tensor in weights_b.items():
-        torch.testing.assert_close(tensor, weights_a[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(tensor, weights_a[name], rtol=0, atol=atol)
 
 
 @pytest.fixture
@@ -178,6 +191,74 @@ def test_same_data_and_seed_give_the_same_model(data_path: Path, tmp_path: Path,
     run_in_process(data_path, tmp_path / "c", {**SPEC, "seed": SPEC["seed"] + 1})
     with pytest.raises(AssertionError):
         assert_same_weights(tmp_path / "a", tmp_path / "c")
+
+
+@pytest.mark.slow
+def test_two_ranks_accumulating_micro_batches_equal_one_process_with_the_global_batch(
+    reference_run, data_path: Path, tmp_path: Path, single_thread
+):
+    """2 ranks x 2 micro-batches of 32 (all-reduced once per step under no_sync) = 1 process with batches of 128.
+
+    Each rank's shard interleaves the same permutation, so a global step holds exactly the rows of one 128-row
+    batch of the single process, and DDP's mean over ranks of each rank's mean gradient is their mean gradient.
+    Skipping the all-reduce (no_sync on every micro-batch) or reducing each micro-batch on its own would not be
+    this model."""
+    alone = run_in_process(data_path, tmp_path / "alone", {**SPEC, "batch_size": 128, "accumulation_steps": 1})
+    assert alone["world_size"] == 1
+    assert_same_weights(reference_run[0].out_dir, tmp_path / "alone", atol=1e-5)
+    assert alone["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
+
+
+def test_rank_order_is_distributed_samplers_and_micro_batches_cover_the_shard_once():
+    for n, world_size, epoch in ((2400, 2, 3), (7, 3, 1), (1, 2, 5), (1001, 8, 2)):
+        for rank in range(world_size):
+            sampler = DistributedSampler(TensorDataset(torch.zeros(n)), num_replicas=world_size, rank=rank,
+                                         shuffle=True, seed=11, drop_last=False)
+            sampler.set_epoch(epoch)
+            assert ddp.shard_order(n, world_size, rank, 11, epoch).tolist() == list(sampler)
+    steps = ddp.step_slices(1200, 32, 2)
+    assert len(steps) == 19 and [len(s) for s in steps[-2:]] == [2, 2]
+    assert [(b.start, b.stop) for b in steps[-1]] == [(1152, 1184), (1184, 1200)]
+    covered = [i for step in steps for b in step for i in range(b.start, b.stop)]
+    assert covered == list(range(1200))
+
+
+def test_validation_metrics_equal_scikit_learns():
+    """The entry point computes them in numpy (sklearn's import costs each rank seconds of start-up)."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        n = int(rng.integers(2, 300))
+        y = (rng.random(n) < rng.uniform(0.02, 0.6)).astype(np.float32)
+        if y.sum() in (0, n):
+            continue
+        scores = rng.random(n) if trial % 2 else np.round(rng.random(n), 1)  # with and without ties
+        assert ddp.roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+        assert ddp.average_precision(y, scores) == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+        precision, recall, thresholds = precision_recall_curve(y, scores)
+        p, r = precision[:-1], recall[:-1]
+        f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
+        best = int(np.argmax(f1))
+        assert ddp.choose_threshold(y, scores) == pytest.approx((thresholds[best], p[best], r[best]), abs=1e-12)
+
+
+def test_ranks_share_the_cpus_instead_of_each_taking_all_of_them(monkeypatch: pytest.MonkeyPatch):
+    cpus = available_cpus()
+    assert 1 <= cpus <= (os.cpu_count() or 1)
+    assert threads_per_rank(1) == cpus and threads_per_rank(cpus * 4) == 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert _child_env(None, 2)["OMP_NUM_THREADS"] == str(max(1, cpus // 2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # an explicit setting wins
+    assert _child_env(None, 2)["OMP_NUM_THREADS"] == "3"
+
+
+def test_spec_refuses_bad_accumulation_and_bucket_settings(tmp_path: Path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({**SPEC, "accumulation_steps": 0, "bucket_cap_mb": -1}))
+    with pytest.raises(ValueError, match=r"accumulation_steps must be an integer >= 1, got 0.*bucket_cap_mb must "
+                                         r"be a number > 0, got -1"):
+        ddp.load_spec(path)
+    path.write_text(json.dumps({k: v for k, v in SPEC.items() if k not in ("accumulation_steps",)}))
+    assert ddp.load_spec(path)["accumulation_steps"] == 1 and ddp.load_spec(path)["bucket_cap_mb"] == 25.0
 
 
 @pytest.mark.slow
@@ -262,7 +343,8 @@ def test_deadline_kills_the_whole_process_tree(data_path: Path, tmp_path: Path):
     watcher.start()
     try:
         with pytest.raises(TrainingFailed, match="exceeded the deadline"):
-            LocalTorchrunLauncher(nproc_per_node=2, timeout_s=5).launch(data_path, out, {**SPEC, "epochs": 500})
+            # 10 s: on a loaded 2-core machine torchrun alone can take 5 s to start its ranks.
+            LocalTorchrunLauncher(nproc_per_node=2, timeout_s=10).launch(data_path, out, {**SPEC, "epochs": 500})
     finally:
         stop.set()
         watcher.join()
