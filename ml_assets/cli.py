@@ -262,8 +262,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         res = simulate(source, cfg)
         print(f"simulated {cfg.days} days from {cfg.start_date} into {source}: {res.rows} transactions, fraud rate "
               f"{res.fraud_rate:.2%}, scenario {cfg.scenario} from day {cfg.scenario_start_day}")
-    reset_home(settings.home)
     try:
+        reset_home(settings.home, source)
         lines = run_replay(settings, source, args.bootstrap_days, args.play_days)
     except ReplayError as e:
         print(f"replay stopped: {e}", file=sys.stderr)

@@ -371,9 +371,22 @@ def make_replay(defs: dg.Definitions, instance: dg.DagsterInstance, contract: Co
     return Replay(defs, instance, contract, source, landing, LocalStore(lake_dir), registry, alerts_path, log_path)
 
 
-def reset_home(home: Path) -> None:
-    """A replay tells a story from day one: start from an empty home (landing, lake, registry, instance)."""
-    for name in ("landing", "lake", "feast", "mlflow", "work", "dagster_home", "alerts.jsonl"):
+HOME_STATE = ("landing", "lake", "feast", "mlflow", "work", "dagster_home", "alerts.jsonl")
+
+
+def reset_home(home: Path, source: Path | None = None) -> None:
+    """A replay tells a story from day one: start from an empty home (landing, lake, registry, instance).
+
+    Refuses (before removing anything) when the files to replay lie inside what would be removed."""
+    if source is not None:
+        src = source.resolve()
+        for name in HOME_STATE:
+            target = (home / name).resolve()
+            if src == target or target in src.parents:
+                raise ReplayError(f"--source {source} lies inside {target}, which a replay empties to start from "
+                                  f"day one: copy the dated files elsewhere (or point ML_ASSETS_HOME at a scratch "
+                                  f"directory) and replay from there")
+    for name in HOME_STATE:
         target = home / name
         if target.is_dir():
             shutil.rmtree(target)

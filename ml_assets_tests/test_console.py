@@ -60,6 +60,23 @@ def test_lineage_on_an_empty_home_creates_nothing(tmp_path, monkeypatch, capsys)
     assert not home.exists(), "looking created files"
 
 
+def test_a_replay_never_empties_the_files_it_was_asked_to_replay(tmp_path, monkeypatch, capsys):
+    # A replay starts from an empty home; files to replay that lie inside it (a user pointing --source at the
+    # landing zone they already have) are refused before anything is removed, not deleted with it.
+    home = tmp_path / "home"
+    delivered = home / "landing" / "transactions" / "2026-01-01.csv"
+    delivered.parent.mkdir(parents=True)
+    delivered.write_text("transaction_id\n1\n")
+    (home / "lake").mkdir()
+    monkeypatch.setenv("ML_ASSETS_HOME", str(home))
+    monkeypatch.delenv("ML_ASSETS_ENV", raising=False)
+    monkeypatch.delenv("ML_ASSETS_CONTRACT", raising=False)
+    assert cli.main(["replay", "--source", str(home / "landing")]) == 1
+    err = capsys.readouterr().err
+    assert "lies inside" in err and str(home / "landing") in err
+    assert delivered.read_text() == "transaction_id\n1\n" and (home / "lake").is_dir(), "removed before refusing"
+
+
 def test_links_point_at_what_a_browser_can_open(monkeypatch):
     monkeypatch.delenv("ML_ASSETS_MLFLOW_UI_URL", raising=False)
     monkeypatch.delenv("ML_ASSETS_REPORTS_URL", raising=False)
