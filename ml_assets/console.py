@@ -88,4 +88,10 @@ def quiet_libraries(log_path: Path) -> None:
         lib.addHandler(handler)
         lib.propagate = False
     warnings.simplefilter("default")
+    # Dagster's notes that a parameter the project chose is beta or preview are about our code, not about the run:
+    # known, and not for the console (Dagster may re-emit them where the logging capture does not reach).
+    import dagster as dg
+
+    for category in (dg.BetaWarning, dg.PreviewWarning):
+        warnings.filterwarnings("ignore", category=category)
     sys.stderr.flush()
