@@ -102,7 +102,7 @@ def train_and_score(root: Path, training: pd.DataFrame, golden: pd.DataFrame, co
 
 
 def judge(golden: pd.DataFrame, scores: np.ndarray, threshold: float, contract) -> dict:
-    from ml_assets.monitoring.performance import classification_metrics
+    from ml_assets.metrics import classification_metrics
     from ml_assets.registry.gates import fairness_comparisons, fairness_gate
 
     f = contract.thresholds.gates.fairness

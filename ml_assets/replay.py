@@ -34,8 +34,8 @@ from ml_assets.contract import Contract
 from ml_assets.ingestion.validate import SUPPORTED_FORMATS
 from ml_assets.links import report_url
 from ml_assets.metadata import table
+from ml_assets.metrics import roc_auc
 from ml_assets.monitoring import lake as mlake
-from ml_assets.monitoring.performance import roc_auc
 from ml_assets.monitoring.scoring import load_verified, score
 from ml_assets.monitoring.sensors import AS_OF_TAG, TRIGGER_TAG, refused_at_the_gates
 from ml_assets.orchestration import failed_checks

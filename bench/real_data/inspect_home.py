@@ -133,7 +133,7 @@ def version_auc(settings, contract, version: str, first: str) -> list[dict]:
     """Delayed-label ROC AUC that registered `version` would have had on each labelled day from
     `first` on (e.g. the frozen champion after a promotion), from the same features and labels."""
     from ml_assets.ingestion.ingest import lake_key, read_partitions
-    from ml_assets.monitoring.performance import roc_auc
+    from ml_assets.metrics import roc_auc
     from ml_assets.registry.mlflow_registry import Registry
     from ml_assets.storage import LocalStore
 

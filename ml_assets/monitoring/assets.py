@@ -17,9 +17,10 @@ from ml_assets.datasets.assets import load_golden
 from ml_assets.ingestion.ingest import lake_key
 from ml_assets.links import report_url
 from ml_assets.metadata import Outcome, partition_metadata, partitioned_check, table
+from ml_assets.metrics import roc_auc
 from ml_assets.monitoring import lake as mlake
 from ml_assets.monitoring.drift import DriftThresholds
-from ml_assets.monitoring.performance import LabelledDay, decline_state, evaluate_window, pool_window, roc_auc
+from ml_assets.monitoring.performance import LabelledDay, decline_state, evaluate_window, pool_window
 from ml_assets.monitoring.report import verdict_html, write_evidently_reports
 from ml_assets.monitoring.scoring import load_champion, score, threshold_of
 from ml_assets.monitoring.verdict import judge_day

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_assets.monitoring.performance import classification_metrics, roc_auc, stratified_indices
+from ml_assets.metrics import classification_metrics, roc_auc, stratified_indices
 
 MIN_RESAMPLES = 100
 """P3: the champion/challenger decision needs at least this many bootstrap resamples."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_assets.monitoring.performance import roc_auc
+from ml_assets.metrics import roc_auc
 
 IMPORTANCE_TAG = "feature_importance"
 

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ml_assets.contract import Contract
 from ml_assets.datasets.build import content_hash, disjointness
-from ml_assets.monitoring.performance import bootstrap_metric, classification_metrics, roc_auc
+from ml_assets.metrics import bootstrap_metric, classification_metrics, roc_auc
 from ml_assets.registry.gates import (
     GateResult,
     absolute_gates,

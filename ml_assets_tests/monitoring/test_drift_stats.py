@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from ml_assets.metrics import bootstrap_metric, classification_metrics, roc_auc
 from ml_assets.monitoring.drift import (
     DriftThresholds,
     FeatureDrift,
@@ -26,11 +27,6 @@ from ml_assets.monitoring.drift import (
     psi_categorical,
     step_reasons,
     summarize,
-)
-from ml_assets.monitoring.performance import (
-    bootstrap_metric,
-    classification_metrics,
-    roc_auc,
 )
 from ml_assets.monitoring.report import write_evidently_report
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_assets.monitoring.performance import classification_metrics
+from ml_assets.metrics import classification_metrics
 from ml_assets.registry.gates import (
     GateResult,
     absolute_gates,
