@@ -12,7 +12,8 @@ import pytest
 
 from ml_assets.contract import load_contract
 from ml_assets.ingestion import ids
-from ml_assets.ingestion.ingest import DuplicateDelivery, SourceMissing, read_status, stage_partition
+from ml_assets.ingestion.ingest import DuplicateDelivery, SourceMissing, stage_partition
+from ml_assets.ingestion.status import read_status
 from ml_assets.ingestion.validate import LandingFileError
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.ingestion_helpers import COLUMNS, CONTRACT, Zone, csv_bytes, parquet_bytes, row, rows, text_table

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 
 from ml_assets.contract import load_contract
-from ml_assets.ingestion.ingest import DuplicateDelivery, read_status
+from ml_assets.ingestion.ingest import DuplicateDelivery
+from ml_assets.ingestion.status import read_status
 from ml_assets.ingestion.validate import LandingFileError
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.ingestion_helpers import COLUMNS, DAY, Zone, csv_bytes, parquet_bytes, row, rows, text_table

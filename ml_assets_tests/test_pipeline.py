@@ -89,7 +89,8 @@ def test_ingestion_records_and_the_training_baseline_are_written(pipeline):
     import json
 
     from ml_assets.ingestion.baseline import load_baseline
-    from ml_assets.ingestion.ingest import materialized_partitions, read_status
+    from ml_assets.ingestion.ingest import materialized_partitions
+    from ml_assets.ingestion.status import read_status
 
     store = lake(pipeline)
     for asset in ("raw_transactions", "raw_labels"):

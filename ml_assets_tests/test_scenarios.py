@@ -11,7 +11,8 @@ import pytest
 from ml_assets.contract import load_contract
 from ml_assets.datasets.lake import usable_partitions
 from ml_assets.ingestion.baseline import compute_baseline, write_baseline
-from ml_assets.ingestion.ingest import read_partitions, read_status
+from ml_assets.ingestion.ingest import read_partitions
+from ml_assets.ingestion.status import read_status
 from ml_assets.simulate.generator import SCENARIOS, SimulationConfig, simulate
 from ml_assets.storage import LocalStore
 from ml_assets_tests.conftest import write_contract

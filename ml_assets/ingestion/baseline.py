@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from ml_assets.contract import Contract
 from ml_assets.contract.model import Baseline as BaselineThresholds
+from ml_assets.ingestion.status import read_status
 from ml_assets.storage import ObjectStore
 
 BASELINE_KEY = "baseline/raw_transactions.json"
@@ -63,8 +64,6 @@ def write_baseline(store: ObjectStore, baseline: dict) -> str:
     """Store the baseline, completed with each of its partitions' delivered null rates and row
     counts from their ingestion records (the valid records alone have no nulls where the contract
     forbids them, so the per-partition rates the null-rate judgement needs come from there)."""
-    from ml_assets.ingestion.ingest import read_status  # ingest imports this module
-
     per_partition = {}
     for p in baseline.get("partitions", []):
         status = read_status(store, RECORDS_ASSET, p)

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from ml_assets.contract import Contract
 from ml_assets.ingestion import ids
 from ml_assets.ingestion.baseline import Deviation, compare_to_baseline
+from ml_assets.ingestion.status import read_status, status_key
 from ml_assets.ingestion.validate import (
     SUPPORTED_FORMATS,
     IngestionError,
@@ -131,11 +132,6 @@ def quarantine_key(asset: str, partition: str) -> str:
     return f"quarantine/{asset}/{partition}.parquet"
 
 
-def status_key(asset: str, partition: str) -> str:
-    """The ingestion record of a published partition: source, counts, hashes, check outcomes."""
-    return f"ingestion_status/{asset}/{partition}.json"
-
-
 def source_index_key(asset: str, source_sha256: str) -> str:
     return f"ingestion_index/{asset}/{source_sha256}.json"
 
@@ -218,11 +214,6 @@ def read_manifest(landing: ObjectStore, directory: str, partition: str, data_key
 
 
 # ---- ingestion records ------------------------------------------------------------------------
-def read_status(lake: ObjectStore, asset: str, partition: str) -> dict | None:
-    key = status_key(asset, partition)
-    return json.loads(lake.read_bytes(key)) if lake.exists(key) else None
-
-
 def already_ingested_as(lake: ObjectStore, asset: str, source_sha256: str) -> str | None:
     """The partition whose published data came from a file with this content, if any."""
     key = source_index_key(asset, source_sha256)
