@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml_assets.training.launcher import available_cpus, processes_mentioning
+from ml_assets.training.launcher import available_cpus
 
 
 def synthetic(rows: int, seed: int = 7) -> pd.DataFrame:
@@ -125,6 +125,19 @@ def anchor_rates(data: Path, run_spec: dict, threads: int) -> tuple[list[float],
         return rates, cpu_rates
     finally:
         torch.set_num_threads(before)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line contains `text` (Linux /proc), to kill the whole training from
+    outside. The tests have the same helper (ml_assets_tests/processes.py); this script runs without them."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 class _Measured(Exception):

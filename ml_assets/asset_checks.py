@@ -27,6 +27,10 @@ import dagster as dg
 
 from ml_assets.settings import Settings
 
+# Check execution statuses as the event log storage records them. Dagster exports no public name for the
+# status enum of its check records, so they are compared by value.
+SUCCEEDED, PLANNED = "SUCCEEDED", "PLANNED"
+
 
 @dataclass(frozen=True)
 class CheckOutcome:
@@ -42,8 +46,6 @@ class CheckOutcome:
 
 
 def recorded_outcomes(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[CheckOutcome]:
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
-
     graph = defs.resolve_asset_graph()
     out: list[CheckOutcome] = []
     keys = sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
@@ -62,14 +64,14 @@ def recorded_outcomes(defs: dg.Definitions, instance: dg.DagsterInstance) -> lis
             if not infos:
                 out.append(CheckOutcome(asset, key.name, False, blocking, "never evaluated: materialize the asset"))
             for info in infos:
-                status = info.latest_execution_status
-                passed = status == Status.SUCCEEDED and info.is_current
+                status = info.latest_execution_status.value
+                passed = status == SUCCEEDED and info.is_current
                 why = ("passed" if passed else "not evaluated against the current materialization"
-                       if status == Status.SUCCEEDED else status.value.lower())
+                       if status == SUCCEEDED else status.lower())
                 out.append(CheckOutcome(asset, f"{key.name}[{info.partition_key}]", passed, blocking, why))
             continue
         record = latest.get(key)
-        if record is None or record.status == Status.PLANNED:
+        if record is None or record.status.value == PLANNED:
             out.append(CheckOutcome(asset, key.name, False, blocking, "never evaluated: materialize the asset"))
             continue
         entry = record.event
@@ -78,9 +80,9 @@ def recorded_outcomes(defs: dg.Definitions, instance: dg.DagsterInstance) -> lis
         materialized = instance.fetch_materializations(key.asset_key, limit=1).records
         stale = bool(materialized and entry and materialized[0].run_id != record.run_id
                      and materialized[0].timestamp > entry.timestamp)
-        if record.status == Status.SUCCEEDED and not stale:
+        if record.status.value == SUCCEEDED and not stale:
             out.append(CheckOutcome(asset, key.name, True, blocking, description or "passed"))
-        elif record.status == Status.SUCCEEDED:
+        elif record.status.value == SUCCEEDED:
             out.append(CheckOutcome(asset, key.name, False, blocking,
                                     f"{asset} was materialized after this check last ran (run {record.run_id[:8]}): "
                                     "the data in use was not judged"))

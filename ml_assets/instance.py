@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import get_type_hints
 
-from dagster import DagsterEventType, DagsterRun
-from dagster._core.launcher import DefaultRunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
 
 from ml_assets.settings import Settings, SettingsError
+
+# The result type of the public DefaultRunLauncher's `check_run_worker_health` hook and its status enum, which
+# Dagster 1.13 does not export (only a private launcher module has them). The run monitoring daemon compares the status
+# with its own enum members, so the real types are needed: they are taken from the public hook's signature rather
+# than imported from a private module, so a moved module does not break us and a changed hook fails here, at import.
+CheckRunHealthResult = get_type_hints(DefaultRunLauncher.check_run_worker_health)["return"]
+WorkerStatus = get_type_hints(CheckRunHealthResult)["status"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_TEMPLATES = {"local": REPO_ROOT / "dagster.yaml", "staging": REPO_ROOT / "deploy" / "dagster.staging.yaml"}

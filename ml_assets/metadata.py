@@ -15,7 +15,7 @@ import datetime as dt
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import dagster as dg
 import numpy as np
@@ -156,22 +156,24 @@ def partitioned_check(context: dg.AssetExecutionContext, asset: str, check_name:
     )
 
 
+# The type of the public `dg.AssetCheckEvaluation`'s `target_materialization_data` (the materialization an
+# evaluation judged), which Dagster 1.13 does not export by name; the AssetCheckResult Dagster builds itself fills
+# it in for one-partition runs only. Taken from the public constructor's signature rather than imported from
+# dagster's private modules, so a moved module does not break us; a changed signature fails here, at import.
+_TARGET = next(t for t in get_args(get_type_hints(dg.AssetCheckEvaluation.__new__)
+                                   ["target_materialization_data"]) if t is not type(None))
+
+
 def _materializations(context: dg.AssetExecutionContext, key: dg.AssetKey, partitions: list[str]) -> dict:
     """This run's materialization of each partition, so each per-partition evaluation judges (and is recorded
     against) that exact materialization: Dagster then knows the outcome is current until the partition is
     materialized again. Called after the asset's result was yielded, when those materializations exist."""
-    # The one non-public name this module uses: Dagster 1.13 exports no public constructor for an evaluation's
-    # target (the AssetCheckResult it builds itself fills it in, for one-partition runs only).
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData as Target,
-    )
-
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=partitions), limit=len(partitions) * 2).records
     out: dict = {}
     for r in records:  # newest first
         if r.run_id == context.run.run_id and r.partition_key not in out:
-            out[r.partition_key] = Target(storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
+            out[r.partition_key] = _TARGET(storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
     return out
 
 

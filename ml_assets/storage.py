@@ -177,12 +177,17 @@ class LocalStore(ObjectStore):
 
 
 class S3Store(ObjectStore):
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None):
-        import boto3
-
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str | None = None,
+                 client: Any = None):
+        """`client`: a boto3 S3 client (S3StorageResource passes dagster-aws's); without one, a plain boto3
+        client for `endpoint_url`/`region` (the training ranks, which run outside Dagster)."""
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or None)
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or None)
+        self.client = client
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key

@@ -1,8 +1,10 @@
 """The shape of the graph is part of the user interface (DESIGN.md): a change is a visible diff."""
 
+import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -97,3 +99,35 @@ def test_dagster_cli_validates_the_code_location(tmp_path):
                          env=env, timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Validation successful" in out.stdout + out.stderr
+
+
+def _private_dagster_imports(path: Path) -> list[str]:
+    """`import dagster._x`, `from dagster._x import y` and `from dagster import _x` in one module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names] if node.module == "dagster" else [node.module]
+        else:
+            continue
+        found += [f"line {node.lineno}: {n}" for n in names
+                  if n.split(".")[0].startswith("dagster") and any(p.startswith("_") for p in n.split(".")[1:])]
+    return found
+
+
+def test_production_code_uses_only_public_dagster_apis():
+    """Private Dagster modules move between minor versions without notice; the package must not import them."""
+    package = Path(__file__).resolve().parent.parent / "ml_assets"
+    offenders = {str(p.relative_to(package.parent)): found for p in sorted(package.rglob("*.py"))
+                 if (found := _private_dagster_imports(p))}
+    assert not offenders, f"private Dagster imports (use the public `dagster` API): {offenders}"
+
+
+def test_the_private_import_scan_finds_each_form(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import dagster\nimport dagster._core.launcher\nfrom dagster._core import x\n"
+                      "from dagster import _check, DagsterRun\nfrom dagster_aws.s3 import S3Resource\n"
+                      "from dagster_k8s._x import y\n")
+    assert _private_dagster_imports(sample) == [
+        "line 2: dagster._core.launcher", "line 3: dagster._core", "line 4: dagster._check", "line 6: dagster_k8s._x"]

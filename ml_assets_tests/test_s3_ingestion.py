@@ -108,6 +108,19 @@ def lake_frame(s3, key: str) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(s3.get_object(Bucket=LAKE_BUCKET, Key=f"{LAKE_PREFIX}/{key}")["Body"].read()))
 
 
+def test_the_s3_storage_resource_gets_its_client_from_dagster_aws(prod):
+    """The client is dagster-aws's S3Resource's: the configured endpoint, Dagster's standard retries, and
+    credentials found by boto3 in the environment; a round trip through the store reaches the bucket."""
+    store = S3StorageResource(bucket=LAKE_BUCKET, prefix="roundtrip", endpoint_url=os.environ["ML_ASSETS_S3_ENDPOINT_URL"]
+                              ).get_store()
+    assert store.client.meta.endpoint_url == os.environ["ML_ASSETS_S3_ENDPOINT_URL"]
+    # S3Resource's max_attempts=5 (retries, in botocore's terms) in botocore's "standard" retry mode.
+    assert store.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 6}
+    store.write_bytes("a/b.txt", b"hello")
+    assert prod["s3"].get_object(Bucket=LAKE_BUCKET, Key="roundtrip/a/b.txt")["Body"].read() == b"hello"
+    assert store.list("a") == ["a/b.txt"] and store.read_bytes("a/b.txt") == b"hello"
+
+
 def test_ingestion_and_features_run_through_the_production_s3_resource(prod):
     s3, defs = prod["s3"], prod["defs"]
     assert isinstance(defs.resources["landing"], S3StorageResource)

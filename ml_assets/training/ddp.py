@@ -57,10 +57,6 @@ Reproducibility (T6). torch, numpy and random are seeded, the model is initialis
 from the seed, the sampler order depends only on seed and epoch, and a resumed run
 restores the RNG states, so a crash-and-resume run ends with the same weights as an
 uninterrupted one.
-
-`ML_ASSETS_FAIL_AFTER_EPOCH=N` makes every rank SIGKILL itself after epoch N has been
-checkpointed, unless a checkpoint beyond N already existed at start (so the rerun that
-resumes passes). It exists for crash tests and drills only.
 """
 
 from __future__ import annotations
@@ -75,7 +71,6 @@ import math
 import os
 import random
 import re
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -116,7 +111,6 @@ SPEC_DEFAULTS: dict[str, Any] = {"lr_step_epochs": 10, "lr_gamma": 0.5, "accumul
 # Spec keys that may change between a crash and its resume without invalidating the checkpoints: they change
 # how long the run is, how often it checkpoints and how gradients travel, not what is computed.
 RESUMABLE_SPEC_KEYS = ("epochs", "checkpoint_every", "bucket_cap_mb")
-FAIL_AFTER_EPOCH_ENV = "ML_ASSETS_FAIL_AFTER_EPOCH"
 # Collective timeout: a rank stuck in all_reduce (a dead peer, a hung NCCL ring) fails after this instead of forever.
 DIST_TIMEOUT_ENV = "ML_ASSETS_DIST_TIMEOUT_S"
 DEFAULT_DIST_TIMEOUT_S = 1800
@@ -506,16 +500,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _fail_after_epoch(existing_epochs: list[int]) -> int | None:
-    raw = os.environ.get(FAIL_AFTER_EPOCH_ENV, "").strip()
-    if not raw:
-        return None
-    target = int(raw)
-    if existing_epochs and max(existing_epochs) > target:
-        return None
-    return target
-
-
 @record
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
@@ -564,8 +548,6 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
         raise ValueError(f"train split has {n_pos} positives and {n_neg} negatives; both classes are needed")
     pos_weight = n_neg / n_pos
 
-    existing_epochs = [e for e, _ in list_checkpoints(out_dir)]
-    fail_after = _fail_after_epoch(existing_epochs)
     ckpt, ckpt_path = load_latest_checkpoint(out_dir, epochs)
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
         raise RuntimeError(
@@ -717,13 +699,6 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
                     store.write_bytes("metrics.jsonl", metrics_path.read_bytes())
                     log.info("copied checkpoint %s to %s", path.name, args.checkpoint_uri)
             _barrier(env)
-            if fail_after is not None and epoch == fail_after:
-                log.error(
-                    "%s=%d: killing this process after checkpointing epoch %d", FAIL_AFTER_EPOCH_ENV, fail_after, epoch
-                )
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
 
     if env.is_main:
         scores, val_loss = _scores_and_loss(module, x_val, t_y_val, criterion)

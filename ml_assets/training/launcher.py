@@ -100,14 +100,6 @@ def _cmdline(pid: int) -> bytes | None:
         return None
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids of live processes whose command line contains `text` (Linux /proc; empty elsewhere).
-    Used to prove that no rank outlives a killed or finished launch."""
-    needle = text.encode()
-    pids = (int(e.name) for e in (Path("/proc").iterdir() if Path("/proc").is_dir() else []) if e.name.isdigit())
-    return [pid for pid in pids if needle in (_cmdline(pid) or b"")]
-
-
 def _descendants(pid: int) -> dict[int, bytes | None]:
     """Every live descendant of `pid` with its command line (Linux /proc; empty elsewhere)."""
     children: dict[int, list[int]] = {}

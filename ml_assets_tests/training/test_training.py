@@ -16,17 +16,18 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from torch.utils.data import DistributedSampler, TensorDataset
 
-from ml_assets.training import ddp
+from ml_assets.training import ddp, launcher
 from ml_assets.training.launcher import (
     LocalTorchrunLauncher,
     TrainingFailed,
     _child_env,
     available_cpus,
-    processes_mentioning,
     threads_per_rank,
 )
 from ml_assets.training.model import build_model
 from ml_assets.training.preprocess import Preprocessor
+from ml_assets_tests.processes import processes_mentioning
+from ml_assets_tests.training import crash_drill
 
 SPEC = {
     "numeric": ["amount", "is_foreign"],
@@ -261,18 +262,28 @@ def test_spec_refuses_bad_accumulation_and_bucket_settings(tmp_path: Path):
     assert ddp.load_spec(path)["accumulation_steps"] == 1 and ddp.load_spec(path)["bucket_cap_mb"] == 25.0
 
 
+@pytest.fixture
+def crash_after_epoch_2(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Launches from here on run the crash drill entry point (every rank SIGKILLs itself after epoch 2's
+    checkpoint); the environment to give the launcher that arms it."""
+    monkeypatch.setattr(launcher, "ENTRY_MODULE", crash_drill.__name__)
+    return {crash_drill.CRASH_AFTER_EPOCH_ENV: "2"}
+
+
 @pytest.mark.slow
-def test_crash_after_a_checkpoint_resumes_from_it(reference_run, data_path: Path, tmp_path: Path):
+def test_crash_after_a_checkpoint_resumes_from_it(reference_run, data_path: Path, tmp_path: Path, monkeypatch,
+                                                  crash_after_epoch_2: dict[str, str]):
     spec = {**SPEC, "checkpoint_every": 1}
     out = tmp_path / "run"
-    crashing = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180, extra_env={ddp.FAIL_AFTER_EPOCH_ENV: "2"})
+    crashing = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180, extra_env=crash_after_epoch_2)
     with pytest.raises(TrainingFailed) as failure:
         crashing.launch(data_path, out, spec)
     assert failure.value.returncode != 0
-    assert ddp.FAIL_AFTER_EPOCH_ENV in str(failure.value)  # the output tail is in the message
+    assert crash_drill.MARKER in str(failure.value)  # the output tail is in the message
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["epoch_0001.pt", "epoch_0002.pt"]
     assert not (out / "result.json").exists()
 
+    monkeypatch.undo()  # the production entry point resumes
     resumed = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(data_path, out, spec)
     assert resumed.result["resumed_from_epoch"] == 2
     assert [e["epoch"] for e in resumed.epochs_log] == [3, 4]
@@ -283,11 +294,10 @@ def test_crash_after_a_checkpoint_resumes_from_it(reference_run, data_path: Path
 
 
 @pytest.mark.slow
-def test_elastic_restart_recovers_within_one_launch(reference_run, data_path: Path, tmp_path: Path):
-    launcher = LocalTorchrunLauncher(
-        nproc_per_node=2, max_restarts=1, timeout_s=180, extra_env={ddp.FAIL_AFTER_EPOCH_ENV: "2"}
-    )
-    run = launcher.launch(data_path, tmp_path / "run", {**SPEC, "checkpoint_every": 1})
+def test_elastic_restart_recovers_within_one_launch(reference_run, data_path: Path, tmp_path: Path,
+                                                    crash_after_epoch_2: dict[str, str]):
+    elastic = LocalTorchrunLauncher(nproc_per_node=2, max_restarts=1, timeout_s=180, extra_env=crash_after_epoch_2)
+    run = elastic.launch(data_path, tmp_path / "run", {**SPEC, "checkpoint_every": 1})
     assert run.result["resumed_from_epoch"] == 2  # the restarted workers picked up the checkpoint
     assert run.result["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
     assert_same_weights(run.out_dir, reference_run[0].out_dir)

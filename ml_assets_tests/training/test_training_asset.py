@@ -22,8 +22,8 @@ from ml_assets.datasets.assets import TRAINING_KEY, TRAINING_MANIFEST
 from ml_assets.resources import LocalTorchrunLauncherResource, LogFileAlertSink, S3StorageResource
 from ml_assets.storage import S3Store, frame_to_parquet_bytes, sha256_bytes
 from ml_assets.training import assets as training
-from ml_assets.training.launcher import processes_mentioning
 from ml_assets_tests.conftest import write_contract
+from ml_assets_tests.processes import processes_mentioning
 from ml_assets_tests.training.conftest import make_bucket
 
 pytestmark = pytest.mark.slow
