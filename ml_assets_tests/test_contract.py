@@ -89,6 +89,8 @@ INVALID = [
     ({"thresholds": {"drift": {"null_rate_alpha": 0}}}, "thresholds.drift.null_rate_alpha"),
     ({"thresholds": {"drift": {"calendar_min_rows": 0}}}, "thresholds.drift.calendar_min_rows"),
     ({"thresholds": {"drift": {"constant_days_max": 0.96}}}, "must be below calendar_constant_share"),
+    ({"training": {"epochs": 2.5}}, "training.epochs"),
+    ({"training": {"lr_gamma": 0}}, "training.lr_gamma"),
     ({"thresholds": {"performance": {"consecutive_windows": 0}}}, "thresholds.performance.consecutive_windows"),
     ({"thresholds": {"baseline": {"null_rate_confidence": 1.0}}}, "thresholds.baseline.null_rate_confidence"),
     ({"columns": {"channel": {"dtype": "category", "allowed": []}}}, "'allowed' is empty"),

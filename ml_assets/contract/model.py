@@ -218,17 +218,49 @@ class Datasets(_Strict):
     training_window_days: int | None = Field(default=None, ge=1)
 
 
-class Training(_Strict):
+class Hyperparameters(_Strict):
+    """What the training entry point computes with, as the contract's `training:` block states it.
+
+    Strict: the entry point refuses `epochs: 2.5` or `"2"` rather than rounding or parsing it.
+    """
+
+    model_config = ConfigDict(strict=True)
+
     epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1)  # the micro-batch of one process
     learning_rate: float = Field(gt=0)
     hidden: list[Annotated[int, Field(ge=1)]] = Field(default=[64, 32], min_length=1)
     seed: int = 42
-    nproc_per_node: int = Field(default=2, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
     # Micro-batches per optimizer step (DDP all-reduces once per step) and DDP's bucket size.
     accumulation_steps: int = Field(default=1, ge=1)
     bucket_cap_mb: float = Field(default=25.0, gt=0)
+    # The learning rate is multiplied by lr_gamma every lr_step_epochs epochs.
+    lr_step_epochs: int = Field(default=10, ge=1)
+    lr_gamma: float = Field(default=0.5, gt=0, le=1)
+
+
+class TrainingSpec(Hyperparameters):
+    """The one description of a training run: built from the contract (`Contract.training_spec`), written by the
+    launcher (`model_dump_json`) and read back by every rank of the entry point (`model_validate_json`)."""
+
+    numeric: list[str]
+    categorical: list[str]
+    label: str
+    timestamp: str
+    validation_fraction: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _features(self) -> TrainingSpec:
+        if not self.numeric and not self.categorical:
+            raise ValueError("no features: numeric and categorical are both empty")
+        return self
+
+
+class Training(Hyperparameters):
+    """The contract's `training:` block: the hyperparameters plus how the run is placed and timed."""
+
+    nproc_per_node: int = Field(default=2, ge=1)
     expected_minutes: float = Field(default=5, gt=0)
     overtime_factor: float = Field(default=1.5, gt=1)   # T3: alert when a run passes this x expected
     deadline_factor: float = Field(default=2.0, gt=1)   # T2: kill the run (and its pods) at this x expected
@@ -553,6 +585,14 @@ class Contract(_Strict):
     @property
     def feature_names(self) -> list[str]:
         return [*self.features.passthrough, *(d.name for d in self.features.derived), *self.aggregate_names]
+
+    @property
+    def training_spec(self) -> TrainingSpec:
+        """What the training entry point needs: the hyperparameters, the features and the split."""
+        return TrainingSpec(
+            **self.training.model_dump(include=set(Hyperparameters.model_fields)),
+            numeric=self.numeric_features, categorical=self.categorical_features, label=self.label,
+            timestamp=self.timestamp, validation_fraction=self.datasets.validation_fraction)
 
     @property
     def warmup_days(self) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ml_assets.contract.model import TrainingSpec
 from ml_assets.storage import store_for_uri
 from ml_assets.training.launcher import LocalTorchrunLauncher, TrainingFailed, TrainingResult
 
@@ -18,7 +19,7 @@ class TrainingLauncherResource(dg.ConfigurableResource):
     """
 
     @abstractmethod
-    def launch(self, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None] | None = None,
+    def launch(self, data: Path, out_dir: Path, spec: TrainingSpec, log: Callable[[str], None] | None = None,
                timeout_s: float | None = None, checkpoint_uri: str | None = None, overtime_s: float | None = None,
                on_overtime: Callable[[float], None] | None = None) -> TrainingResult: ...
 
@@ -32,7 +33,7 @@ class LocalTorchrunLauncherResource(TrainingLauncherResource):
     nproc_per_node: int = 2
     max_restarts: int = 0
 
-    def launch(self, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None] | None = None,
+    def launch(self, data: Path, out_dir: Path, spec: TrainingSpec, log: Callable[[str], None] | None = None,
                timeout_s: float | None = None, checkpoint_uri: str | None = None, overtime_s: float | None = None,
                on_overtime: Callable[[float], None] | None = None) -> TrainingResult:
         launcher = LocalTorchrunLauncher(nproc_per_node=self.nproc_per_node, max_restarts=self.max_restarts,
@@ -75,7 +76,7 @@ class KubernetesTorchrunLauncherResource(TrainingLauncherResource):
                                  service_account=self.service_account, max_restarts=self.max_restarts,
                                  env_secret=self.env_secret or None)
 
-    def launch(self, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None] | None = None,
+    def launch(self, data: Path, out_dir: Path, spec: TrainingSpec, log: Callable[[str], None] | None = None,
                timeout_s: float | None = None, checkpoint_uri: str | None = None, overtime_s: float | None = None,
                on_overtime: Callable[[float], None] | None = None) -> TrainingResult:
         from ml_assets.training import k8s
@@ -89,7 +90,7 @@ class KubernetesTorchrunLauncherResource(TrainingLauncherResource):
         return self._launch_multinode(cfg, Path(data), Path(out_dir), spec, log or (lambda _: None), timeout_s,
                                       checkpoint_uri, overtime_s, on_overtime)
 
-    def _launch_multinode(self, cfg, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None],
+    def _launch_multinode(self, cfg, data: Path, out_dir: Path, spec: TrainingSpec, log: Callable[[str], None],
                           timeout_s: float | None, checkpoint_uri: str | None, overtime_s: float | None,
                           on_overtime: Callable[[float], None] | None) -> TrainingResult:
         from ml_assets.training import k8s
@@ -101,7 +102,7 @@ class KubernetesTorchrunLauncherResource(TrainingLauncherResource):
             raise ValueError("multi-node training needs a deadline (timeout_s) for activeDeadlineSeconds")
         store = store_for_uri(checkpoint_uri)
         store.write_bytes("inputs/training_set.parquet", data.read_bytes())
-        store.write_bytes("inputs/spec.json", json.dumps(spec, sort_keys=True).encode())
+        store.write_bytes("inputs/spec.json", TrainingSpec.model_validate(spec).model_dump_json().encode())
         # A fresh name per attempt: a Job name cannot be reused until the old Job is gone.
         run_key = f"{out_dir.name[:12]}-{uuid.uuid4().hex[:6]}"
         manifests = k8s.render_multinode(cfg, run_key, store.uri("inputs/training_set.parquet"),
