@@ -67,10 +67,11 @@ def naive(ref: pd.DataFrame, cur: pd.DataFrame, numeric: list[str], categorical:
 
 def project(ref: pd.DataFrame, cur: pd.DataFrame, numeric: list[str], categorical: list[str],
             reference=None) -> tuple[dict, object]:
-    from ml_assets.monitoring.drift import DriftThresholds, build_reference, feature_drift
+    from ml_assets.contract.model import Drift
+    from ml_assets.monitoring.drift import build_reference, feature_drift
 
     reference = reference or build_reference(ref, numeric, categorical)
-    found = feature_drift(reference, cur, DriftThresholds())
+    found = feature_drift(reference, cur, Drift())
     return {f.feature: (f.psi, f.statistic, f.p_value) for f in found}, reference
 
 

@@ -83,7 +83,6 @@ def build_sets(root: Path, cards: int, seed: int, days: int, contract) -> dict:
 def train_and_score(root: Path, training: pd.DataFrame, golden: pd.DataFrame, contract) -> tuple[np.ndarray, float]:
     import torch
 
-    from ml_assets.training.assets import training_spec
     from ml_assets.training.launcher import LocalTorchrunLauncher
     from ml_assets.training.model import build_model
     from ml_assets.training.preprocess import Preprocessor
@@ -91,7 +90,7 @@ def train_and_score(root: Path, training: pd.DataFrame, golden: pd.DataFrame, co
     data = root / "training_set.parquet"
     training.to_parquet(data, index=False)
     run = LocalTorchrunLauncher(nproc_per_node=contract.training.nproc_per_node, timeout_s=1800).launch(
-        data, root / "run", training_spec(contract))
+        data, root / "run", contract.training_spec)
     pre = Preprocessor.from_dict(json.loads((root / "run" / "preprocessor.json").read_text()))
     net = build_model(run.result["input_dim"], run.result["hidden"])
     net.load_state_dict(torch.load(root / "run" / "model.pt", weights_only=True))

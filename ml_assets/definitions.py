@@ -88,13 +88,9 @@ def prod_resources(settings: Settings, contract: Contract) -> dict:
 
 def kubernetes_trainer() -> KubernetesTorchrunLauncherResource:
     """GPU training on the cluster; its shape (image, nodes, GPUs) comes from ML_ASSETS_* variables."""
-    from ml_assets.training.k8s import config_from_env
+    from ml_assets.training.cluster import config_from_env
 
-    cfg = config_from_env()
-    return KubernetesTorchrunLauncherResource(
-        image=cfg.image, namespace=cfg.namespace, nnodes=cfg.nnodes, gpus_per_node=cfg.gpus_per_node,
-        gpu_resource=cfg.gpu_resource, node_selector=cfg.node_selector, tolerations=cfg.tolerations,
-        service_account=cfg.service_account, max_restarts=cfg.max_restarts, env_secret=cfg.env_secret or "")
+    return KubernetesTorchrunLauncherResource(cluster=config_from_env())
 
 
 def training_op_tags(env: str) -> dict[str, str]:

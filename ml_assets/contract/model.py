@@ -218,17 +218,49 @@ class Datasets(_Strict):
     training_window_days: int | None = Field(default=None, ge=1)
 
 
-class Training(_Strict):
+class Hyperparameters(_Strict):
+    """What the training entry point computes with, as the contract's `training:` block states it.
+
+    Strict: the entry point refuses `epochs: 2.5` or `"2"` rather than rounding or parsing it.
+    """
+
+    model_config = ConfigDict(strict=True)
+
     epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1)  # the micro-batch of one process
     learning_rate: float = Field(gt=0)
     hidden: list[Annotated[int, Field(ge=1)]] = Field(default=[64, 32], min_length=1)
     seed: int = 42
-    nproc_per_node: int = Field(default=2, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
     # Micro-batches per optimizer step (DDP all-reduces once per step) and DDP's bucket size.
     accumulation_steps: int = Field(default=1, ge=1)
     bucket_cap_mb: float = Field(default=25.0, gt=0)
+    # The learning rate is multiplied by lr_gamma every lr_step_epochs epochs.
+    lr_step_epochs: int = Field(default=10, ge=1)
+    lr_gamma: float = Field(default=0.5, gt=0, le=1)
+
+
+class TrainingSpec(Hyperparameters):
+    """The one description of a training run: built from the contract (`Contract.training_spec`), written by the
+    launcher (`model_dump_json`) and read back by every rank of the entry point (`model_validate_json`)."""
+
+    numeric: list[str]
+    categorical: list[str]
+    label: str
+    timestamp: str
+    validation_fraction: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _features(self) -> TrainingSpec:
+        if not self.numeric and not self.categorical:
+            raise ValueError("no features: numeric and categorical are both empty")
+        return self
+
+
+class Training(Hyperparameters):
+    """The contract's `training:` block: the hyperparameters plus how the run is placed and timed."""
+
+    nproc_per_node: int = Field(default=2, ge=1)
     expected_minutes: float = Field(default=5, gt=0)
     overtime_factor: float = Field(default=1.5, gt=1)   # T3: alert when a run passes this x expected
     deadline_factor: float = Field(default=2.0, gt=1)   # T2: kill the run (and its pods) at this x expected
@@ -276,11 +308,26 @@ class Drift(_Strict):
     max_window_days: int = Field(default=28, ge=1)
     # Rows of the training set used as the reference (a seeded sample).
     reference_rows: int = Field(default=20_000, ge=100)
-    # M5: a feature's null rate rising this far above the highest null rate of any reference day is a bug.
+    # M5: a feature's null rate rising this far above the highest null rate of any reference day is a bug ...
     null_rate_jump: float = Field(default=0.1, gt=0, le=1)
-    # M5: a constant column where the reference varies is a bug only when the reference makes a constant column of
-    # that many rows less likely than this (a category that dominates, on a small day, is constant by chance).
+    # ... when that many nulls on that many rows are also less likely than this under the worst reference day's
+    # rate (binomial tail): 3 nulls in 5 rows decide nothing.
+    null_rate_alpha: float = Field(default=0.001, gt=0, le=0.5)
+    # M5: a constant column where the reference varies (constant on fewer than constant_days_max of its days) is a
+    # bug only when the reference makes a constant column of that many rows less likely than constant_probability
+    # (a category that dominates, on a small day, is constant by chance).
     constant_probability: float = Field(default=0.001, gt=0, lt=1)
+    constant_days_max: float = Field(default=0.05, ge=0, lt=1)
+    # A feature constant within at least this share of the reference days is constant by design (a day of week, a
+    # promotion flag): it is not judged itself, and each day is compared with the reference days sharing its value.
+    calendar_constant_share: float = Field(default=0.95, gt=0.5, le=1)
+    # A calendar-matched reference needs, for each calendar value of the window, at least calendar_min_rows
+    # reference rows and calendar_min_share x (reference rows / 4); otherwise a coarser calendar (or none) is used.
+    calendar_min_share: float = Field(default=0.05, gt=0, le=1)
+    calendar_min_rows: int = Field(default=50, ge=1)
+    # An earlier day with more than this many times the typical day's rows (a catch-up or backfill delivery) is
+    # never pooled into another day's window: it would outweigh the day being judged.
+    outsized_day_factor: float = Field(default=10, gt=1)
     # M1: only features with at least this share of the serving model's importance turn drift into 'act'.
     min_importance: float = Field(default=0.05, ge=0, le=1)
     # M6: live data this far (PSI on an important feature) from the golden set asks for a new golden version.
@@ -291,7 +338,16 @@ class Drift(_Strict):
         if not self.psi_watch <= self.psi_act <= self.psi_bug:
             raise ValueError(f"the PSI bands must be ordered psi_watch <= psi_act <= psi_bug; found psi_watch "
                              f"{self.psi_watch}, psi_act {self.psi_act}, psi_bug {self.psi_bug}")
+        if self.constant_days_max >= self.calendar_constant_share:
+            raise ValueError(f"constant_days_max ({self.constant_days_max}) must be below calendar_constant_share "
+                             f"({self.calendar_constant_share}): a column cannot both vary and be constant by design")
         return self
+
+    def band(self, value: float) -> Literal["stable", "watch", "act"]:
+        """PSI band: < watch stable, < act watch, >= act act (a large PSI alone is drift, never a bug)."""
+        if value < self.psi_watch:
+            return "stable"
+        return "watch" if value < self.psi_act else "act"
 
 
 class Performance(_Strict):
@@ -529,6 +585,14 @@ class Contract(_Strict):
     @property
     def feature_names(self) -> list[str]:
         return [*self.features.passthrough, *(d.name for d in self.features.derived), *self.aggregate_names]
+
+    @property
+    def training_spec(self) -> TrainingSpec:
+        """What the training entry point needs: the hyperparameters, the features and the split."""
+        return TrainingSpec(
+            **self.training.model_dump(include=set(Hyperparameters.model_fields)),
+            numeric=self.numeric_features, categorical=self.categorical_features, label=self.label,
+            timestamp=self.timestamp, validation_fraction=self.datasets.validation_fraction)
 
     @property
     def warmup_days(self) -> int:

@@ -19,7 +19,6 @@ from ml_assets.links import report_url
 from ml_assets.metadata import Outcome, partition_metadata, partitioned_check, table
 from ml_assets.metrics import roc_auc
 from ml_assets.monitoring import lake as mlake
-from ml_assets.monitoring.drift import DriftThresholds
 from ml_assets.monitoring.performance import LabelledDay, decline_state, evaluate_window, pool_window
 from ml_assets.monitoring.report import verdict_html, write_evidently_reports
 from ml_assets.monitoring.scoring import load_champion, score, threshold_of
@@ -49,7 +48,6 @@ def worth_rendering(day: str, status: str, previous_status: str | None, always: 
 def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     delay = contract.labels.delay_days
     d, perf = contract.thresholds.drift, contract.thresholds.performance
-    thresholds = DriftThresholds.of(d)
 
     def spec(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
         return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
@@ -116,7 +114,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             frames = mlake.window_frames(store, pk, d.max_window_days)
             before = (dt.date.fromisoformat(pk) - dt.timedelta(days=1)).isoformat()
             previous = mlake.read_verdict(store, before)
-            verdict = judge_day(pk, frames, reference, thresholds, d.max_window_days, contract.first_complete_day,
+            verdict = judge_day(pk, frames, reference, d, d.max_window_days, contract.first_complete_day,
                                 importance, golden_ref, d.golden_stale_psi, ref_scores,
                                 mlake.window_scores(store, list(frames)), threshold, reference_frame,
                                 reference_days, calendar_cache, previous, d.step_accept_days)

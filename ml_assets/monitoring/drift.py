@@ -48,47 +48,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ml_assets.contract.model import Drift
+
 EPSILON = 1e-4
 """Floor for bin proportions, so an empty bin gives a large but finite PSI term."""
 BINS = 10
 EXACT_KS_MAX_N = 10_000
 """scipy's ks_2samp uses its exact p-value up to this sample size (method='auto'); so do we."""
-PARTITION_CONSTANT_SHARE = 0.95
-"""A column constant within at least this share of reference days is constant by design (a date, day of week)."""
-NULL_JUMP_ALPHA = 1e-3
-"""A null-rate jump must also be this unlikely under the reference's worst day (binomial tail)."""
-
 Status = Literal["stable", "watch", "act", "bug", "not_judged"]
 STATUS_ORDER: dict[str, int] = {"not_judged": -1, "stable": 0, "watch": 1, "act": 2, "bug": 3}
 
-
-# ---- thresholds --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """PSI bands, test levels and M5 settings; the contract's `thresholds.drift` (defaults: RELIABILITY.md)."""
-
-    psi_watch: float = 0.1
-    psi_act: float = 0.2
-    psi_bug: float = 0.5
-    ks_pvalue: float = 0.05
-    chi2_pvalue: float = 0.05
-    min_rows: int = 1000
-    null_rate_jump: float = 0.1
-    constant_probability: float = 0.001
-    min_importance: float = 0.05
-
-    @classmethod
-    def of(cls, drift) -> DriftThresholds:
-        """From the contract's `thresholds.drift` section."""
-        return cls(**{f: getattr(drift, f) for f in cls.__dataclass_fields__})
-
-    def band(self, value: float) -> Status:
-        """PSI band: < watch stable, < act watch, >= act act (a large PSI alone is drift, never a bug)."""
-        if value < self.psi_watch:
-            return "stable"
-        return "watch" if value < self.psi_act else "act"
+# The thresholds (PSI bands, test levels, M5 settings) are the contract's `thresholds.drift` section, `Drift`:
+# defined once there, with their defaults and ranges; nothing here repeats them.
 
 
 # ---- profiles --------------------------------------------------------------------------------------------
@@ -381,7 +352,7 @@ class FeatureDrift:
     null_rate_current: float = 0.0
     rows: int = 0
     reasons: list[str] = field(default_factory=list)
-    thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+    thresholds: Drift = field(default_factory=Drift)
 
     @property
     def p_value_threshold(self) -> float:
@@ -412,17 +383,17 @@ def _constant_probability(ref: ReferenceColumn, n: int) -> float:
     return float(np.sum(ref.value_shares.astype(float) ** n)) if ref.value_shares.size else 1.0
 
 
-def _bug_reasons(name: str, ref: ReferenceColumn, cur: Column, t: DriftThresholds) -> list[str]:
+def _bug_reasons(name: str, ref: ReferenceColumn, cur: Column, t: Drift) -> list[str]:
     reasons = []
     jump = cur.null_rate - ref.day_null_rate_max
     if jump > t.null_rate_jump:
         # Significant on this many rows too: 3 nulls in 5 rows decide nothing.
         tail = stats.binom.sf(cur.nulls - 1, cur.rows, max(ref.day_null_rate_max, 1e-6))
-        if tail < NULL_JUMP_ALPHA:
+        if tail < t.null_rate_alpha:
             reasons.append(f"null rate {cur.null_rate:.1%} on {cur.rows} rows vs at most "
                            f"{ref.day_null_rate_max:.1%} on any reference day (jump > null_rate_jump "
-                           f"{t.null_rate_jump})")
-    if cur.constant and ref.day_constant_share < 0.05:
+                           f"{t.null_rate_jump}, binomial tail {tail:.1e} < null_rate_alpha {t.null_rate_alpha})")
+    if cur.constant and ref.day_constant_share < t.constant_days_max:
         chance = _constant_probability(ref, cur.size)
         if chance < t.constant_probability:
             value = cur.sorted[0] if isinstance(cur, NumericColumn) else next(iter(cur.counts))
@@ -432,7 +403,7 @@ def _bug_reasons(name: str, ref: ReferenceColumn, cur: Column, t: DriftThreshold
     return reasons
 
 
-def judge_feature(name: str, kind: str, ref: ReferenceColumn, cur: Column | None, t: DriftThresholds,
+def judge_feature(name: str, kind: str, ref: ReferenceColumn, cur: Column | None, t: Drift,
                   importance: float, rows: int) -> FeatureDrift:
     test = "ks" if kind == "numeric" else "chi2"
     if cur is None:
@@ -455,7 +426,7 @@ def judge_feature(name: str, kind: str, ref: ReferenceColumn, cur: Column | None
         result.status, result.reasons = "not_judged", [
             "constant in the reference: the training window never saw it vary, so drift cannot be measured "
             "against it"]
-    elif ref.day_constant_share >= PARTITION_CONSTANT_SHARE:
+    elif ref.day_constant_share >= t.calendar_constant_share:
         result.status, result.reasons = "not_judged", [
             f"constant within {ref.day_constant_share:.0%} of reference days (by design, like a date or the day of "
             f"week on a daily partition): one day's value says nothing about drift"]
@@ -482,7 +453,7 @@ def profile(frame: pd.DataFrame, reference: Reference) -> dict[str, Column]:
         return dict(pool.map(one, names))
 
 
-def feature_drift(reference: Reference, current: pd.DataFrame | Mapping[str, Column], thresholds: DriftThresholds,
+def feature_drift(reference: Reference, current: pd.DataFrame | Mapping[str, Column], thresholds: Drift,
                   importance: Mapping[str, float] | None = None) -> list[FeatureDrift]:
     """Per-feature verdicts of the current window against the reference.
 
@@ -512,7 +483,7 @@ def normalized_importance(features: Iterable[str], importance: Mapping[str, floa
 
 
 def step_reasons(reference: Reference, previous: pd.DataFrame, current: pd.DataFrame,
-                 t: DriftThresholds, require_stable_before: bool = True) -> dict[str, str]:
+                 t: Drift, require_stable_before: bool = True) -> dict[str, str]:
     """M5 step: features whose distribution jumped by PSI >= psi_bug from the previous day to this one
     while the previous day was stable against the reference. Needs min_rows on both days."""
     if len(previous) < t.min_rows or len(current) < t.min_rows:
@@ -565,11 +536,11 @@ class DriftSummary:
         return pd.DataFrame([f.to_row() for f in self.features], columns=columns)
 
 
-def summarize(features: list[FeatureDrift], thresholds: DriftThresholds | None = None) -> DriftSummary:
+def summarize(features: list[FeatureDrift], thresholds: Drift | None = None) -> DriftSummary:
     """The day's status: `bug` if any feature shows a bug signal; `act` if a feature that carries at least
     min_importance of the model's importance drifted; `watch` for drift elsewhere or watch-band PSI;
     else `stable`. The weighted score is sum(importance * PSI) / sum(importance) over judged features."""
-    t = thresholds or (features[0].thresholds if features else DriftThresholds())
+    t = thresholds or (features[0].thresholds if features else Drift())
     if not features:
         return DriftSummary("not_judged", float("nan"), [], [], [], float("nan"), [], 0, ["no features"])
     judged = [f for f in features if f.status not in ("not_judged",) and not math.isnan(f.psi)]

@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from ml_assets.contract.model import Drift
 from ml_assets.monitoring.drift import (
-    PARTITION_CONSTANT_SHARE,
     DriftSummary,
-    DriftThresholds,
     Reference,
     build_reference,
     feature_drift,
@@ -63,16 +62,12 @@ class DayVerdict:
         return self.summary.to_table() if self.summary else pd.DataFrame()
 
 
-OUTSIZED = 10
-"""An earlier day with more than this many times the typical day's rows (a catch-up or backfill delivery) is
-never pooled into another day's window: it would outweigh the day being judged."""
-
-
 def pool_days(day: str, frames: Mapping[str, pd.DataFrame], min_rows: int, max_days: int,
-              first_judged_day: dt.date) -> tuple[list[str], list[str]]:
+              first_judged_day: dt.date, outsized_factor: float) -> tuple[list[str], list[str]]:
     """The day and, while it has fewer than `min_rows` rows, the days before it (newest first, at most
-    `max_days`, never warm-up days): what a verdict on a tiny day stands on. Returns (pooled days, outsized
-    earlier days left out)."""
+    `max_days`, never warm-up days): what a verdict on a tiny day stands on. An earlier day with more than
+    `outsized_factor` times the typical day's rows (a catch-up or backfill delivery) is never pooled: it would
+    outweigh the day being judged. Returns (pooled days, outsized earlier days left out)."""
     current = dt.date.fromisoformat(day)
     candidates = [(current - dt.timedelta(days=i)).isoformat() for i in range(max_days)]
     candidates = [d for d in candidates if d in frames and dt.date.fromisoformat(d) >= first_judged_day]
@@ -80,7 +75,7 @@ def pool_days(day: str, frames: Mapping[str, pd.DataFrame], min_rows: int, max_d
     typical = float(np.median(sizes)) if sizes else 0.0
     chosen, skipped, rows = [], [], 0
     for d in candidates:
-        if d != day and typical and len(frames[d]) > OUTSIZED * typical:
+        if d != day and typical and len(frames[d]) > outsized_factor * typical:
             skipped.append(d)
             continue
         chosen.append(d)
@@ -90,32 +85,30 @@ def pool_days(day: str, frames: Mapping[str, pd.DataFrame], min_rows: int, max_d
     return chosen, skipped
 
 
-MIN_MATCHED_SHARE = 0.05
-"""A calendar-matched reference needs at least this share of the reference's rows (and min_rows)."""
-
-
-def calendar_features(reference: Reference) -> list[str]:
-    """Features constant within each reference day by design (day of week, a promotion, a date class)."""
+def calendar_features(reference: Reference, t: Drift) -> list[str]:
+    """Features constant within each reference day by design (day of week, a promotion, a date class): constant
+    on at least `calendar_constant_share` of the reference days."""
     return [name for name, col in {**reference.numeric, **reference.categorical}.items()
-            if not col.constant and col.day_constant_share >= PARTITION_CONSTANT_SHARE]
+            if not col.constant and col.day_constant_share >= t.calendar_constant_share]
 
 
 def matched_reference(reference: Reference, reference_frame: pd.DataFrame | None, reference_days: pd.Series | None,
-                      pooled: pd.DataFrame, min_rows: int, cache: dict | None = None) -> tuple[Reference, str]:
+                      pooled: pd.DataFrame, t: Drift, cache: dict | None = None) -> tuple[Reference, str]:
     """The reference as it looks on the window's calendar.
 
     Features constant within each day by design (day of week, a promotion, a holiday flag) move other
     features with them: a Saturday of a weekend sale is unlike the average day. So the window is compared
     with reference rows of the same calendar values, mixed in the window's proportions (a window pooled
     over a Saturday and a Sunday gets half of each). When some calendar value of the window has too few
-    reference rows, the coarsest calendar that has enough is used (e.g. the promotion without the weekday);
+    reference rows (`calendar_min_rows`, and `calendar_min_share` of a quarter of the reference), the coarsest
+    calendar that has enough is used (e.g. the promotion without the weekday);
     without one, the whole reference, saying so.
     """
-    keys = calendar_features(reference)
+    keys = calendar_features(reference, t)
     if not keys or reference_frame is None or reference_days is None or not all(k in pooled.columns for k in keys):
         return reference, ""
     coarse_first = sorted(keys, key=lambda k: reference_frame[k].nunique())
-    floor = max(50, int(MIN_MATCHED_SHARE * len(reference_frame) / 4))
+    floor = max(t.calendar_min_rows, int(t.calendar_min_share * len(reference_frame) / 4))
     for size in range(len(keys), 0, -1):
         for chosen in _subsets(coarse_first, size):
             shares = pooled.groupby(chosen, dropna=False).size() / len(pooled)
@@ -161,7 +154,7 @@ def _stratified(reference, reference_frame, reference_days, chosen, shares, matc
 
 
 def open_step(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference, pooled: pd.DataFrame,
-              t: DriftThresholds, previous_record: dict | None, accept_days: int) -> dict | None:
+              t: Drift, previous_record: dict | None, accept_days: int) -> dict | None:
     """An M5 step stays a bug while the data stays at the new level: a unit switched upstream (cents for
     euros) is as wrong on its tenth day as on its first. Compared with the last day before the step; closed
     when the day is back (PSI below psi_bug against that day); after `accept_days` at the new level it is
@@ -183,7 +176,12 @@ def open_step(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference
     return out
 
 
-def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference, t: DriftThresholds,
+def _outsized_note(outsized: list[str], t: Drift) -> str:
+    return (f"; outsized day(s) {', '.join(outsized)} (over outsized_day_factor {t.outsized_day_factor:g}x a typical "
+            f"day) left out" if outsized else "")
+
+
+def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference, t: Drift,
               max_window_days: int, first_judged_day: dt.date, importance: Mapping[str, float] | None = None,
               golden: Reference | None = None, golden_stale_psi: float = 0.2,
               reference_scores: np.ndarray | None = None, scores: Mapping[str, np.ndarray] | None = None,
@@ -200,21 +198,19 @@ def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference
         return DayVerdict(day, WARM_UP, len(frames.get(day, ())), day, day, 1, [
             f"warm-up: windowed features saw less than their longest window of history before "
             f"{first_judged_day.isoformat()}; not comparable with the reference"])
-    window, outsized = pool_days(day, frames, t.min_rows, max_window_days, first_judged_day)
+    window, outsized = pool_days(day, frames, t.min_rows, max_window_days, first_judged_day, t.outsized_day_factor)
     pooled = pd.concat([frames[d] for d in window], ignore_index=True) if window else pd.DataFrame()
     first, last = (window[-1], window[0]) if window else (day, day)
     if len(pooled) < t.min_rows:
         return DayVerdict(day, NOT_JUDGED, len(pooled), first, last, len(window), [
             f"{len(pooled)} rows in {len(window)} day(s) ({first} .. {last}) < min_rows {t.min_rows} (at most "
             f"max_window_days {max_window_days} days pooled): too few rows to judge drift"
-            + (f"; outsized day(s) {', '.join(outsized)} (over {OUTSIZED}x a typical day) left out" if outsized
-               else "")])
-    matched, calendar_note = matched_reference(reference, reference_frame, reference_days, pooled, t.min_rows,
-                                               calendar_cache)
+            + _outsized_note(outsized, t)])
+    matched, calendar_note = matched_reference(reference, reference_frame, reference_days, pooled, t, calendar_cache)
     features = feature_drift(matched, pooled, t, importance)
     # Calendar features themselves are judged against the whole reference (they are constant by design there).
     if matched is not reference:
-        calendar = set(calendar_features(reference))
+        calendar = set(calendar_features(reference, t))
         whole = {f.feature: f for f in feature_drift(reference, pooled, t, importance) if f.feature in calendar}
         features = [whole.get(f.feature, f) for f in features]
     step = None
@@ -245,8 +241,7 @@ def judge_day(day: str, frames: Mapping[str, pd.DataFrame], reference: Reference
             if f.feature in summary.drifted_features))
     if len(window) > 1:
         verdict.reasons.append(f"judged on {len(pooled)} rows pooled over {len(window)} days ({first} .. {last})"
-                               + (f"; outsized day(s) {', '.join(outsized)} (over {OUTSIZED}x a typical day) left out"
-                                  if outsized else ""))
+                               + _outsized_note(outsized, t))
     if golden is not None:
         stale = [f for f in feature_drift(golden, pooled, t, importance)
                  if f.status not in ("not_judged", "bug") and not math.isnan(f.psi) and f.importance >= t.min_importance]

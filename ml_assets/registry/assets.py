@@ -21,6 +21,7 @@ from ml_assets.datasets.assets import (
     training_version_key,
 )
 from ml_assets.metadata import md_table, table
+from ml_assets.registry import gates
 from ml_assets.registry.describe import model_description, version_description
 from ml_assets.registry.importance import IMPORTANCE_TAG, permutation_importance
 from ml_assets.registry.importance import shares as importance_shares
@@ -40,19 +41,16 @@ from ml_assets.resources import AlertSinkResource, MLflowResource, StorageResour
 from ml_assets.training.assets import LATEST
 
 GROUP = "registry"
-# Blocking checks on registered_model, each judged by the gates whose names start with these prefixes.
+# Blocking checks on registered_model; each gate names the check it counts towards (GateResult.check).
 REGISTERED_CHECKS = {
-    "artifact_integrity": (("artifact_integrity",),
-                           "P8: the registered artifact's sha256 matches the recorded one"),
-    "golden_set_disjoint": (("golden_set_disjoint",),
-                            "P1: the training data in the model's lineage shares no entity, record or day with the "
-                            "golden set"),
-    "golden_set_gates": (("absolute_", "champion_challenger_"),
-                         "P2/P3: precision, recall and ROC AUC on the golden set meet the contract, and no regression "
-                         "against the champion (bootstrap CI)"),
-    "inference_latency": (("latency_",), "P4: p99 of single-row scoring within the contract's limit"),
-    "fairness": (("fairness_",), "P5: no group of the declared sensitive attribute is treated worse (the "
-                                 "contract's fairness metric: error-rate or flag-rate ratios, confidence bounds)"),
+    gates.ARTIFACT_INTEGRITY: "P8: the registered artifact's sha256 matches the recorded one",
+    gates.GOLDEN_SET_DISJOINT: "P1: the training data in the model's lineage shares no entity, record or day with "
+                               "the golden set",
+    gates.GOLDEN_SET_GATES: "P2/P3: precision, recall and ROC AUC on the golden set meet the contract, and no "
+                            "regression against the champion (bootstrap CI)",
+    gates.INFERENCE_LATENCY: "P4: p99 of single-row scoring within the contract's limit",
+    gates.FAIRNESS: "P5: no group of the declared sensitive attribute is treated worse (the contract's fairness "
+                    "metric: error-rate or flag-rate ratios, confidence bounds)",
 }
 
 
@@ -66,7 +64,7 @@ def _decision_metadata(decision: Decision) -> dict:
     }
     if decision.slices is not None:
         meta["slices"] = md_table(decision.slices)
-    fair = [g for g in decision.gates if g.name.startswith("fairness_")]
+    fair = [g for g in decision.gates if g.check == gates.FAIRNESS]
     if fair:
         meta["fairness"] = fair[0].detail
     return meta
@@ -84,13 +82,13 @@ def _alert_incidents(decision: Decision, alerts: AlertSinkResource, context: dg.
 
 def _check_results(decision: Decision, contract: Contract) -> list[dg.AssetCheckResult]:
     out = []
-    for name, (prefixes, _) in REGISTERED_CHECKS.items():
-        gates = [g for g in decision.gates if g.name.startswith(prefixes)]
-        if gates:
-            judged = Decision(decision.challenger, decision.champion, decision.golden_version, gates)
+    for name in REGISTERED_CHECKS:
+        judged_gates = [g for g in decision.gates if g.check == name]
+        if judged_gates:
+            judged = Decision(decision.challenger, decision.champion, decision.golden_version, judged_gates)
             passed = judged.passed
             meta = {"gates": md_table(judged.side_by_side()), "reasons": " | ".join(judged.reasons) or "none"}
-        elif name == "fairness" and not contract.slices.sensitive_attribute:
+        elif name == gates.FAIRNESS and not contract.slices.sensitive_attribute:
             passed, meta = True, {"note": "the contract declares no slices.sensitive_attribute"}
         else:  # not evaluated: the artifact was refused before any scoring
             passed, meta = False, {"reasons": "not evaluated: " + " | ".join(decision.reasons)}
@@ -119,7 +117,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         deps=["model_checkpoint", "golden_set", "training_set"],
         kinds={"mlflow"},
         check_specs=[dg.AssetCheckSpec(name, asset="registered_model", blocking=True, description=text)
-                     for name, (_, text) in REGISTERED_CHECKS.items()],
+                     for name, text in REGISTERED_CHECKS.items()],
         description="The trained pipeline (preprocessing + network) as an MLflow model version with lineage tags; "
         "alias 'challenger'. Every promotion gate is evaluated here as a blocking check (and again by "
         "champion_model before any alias moves).",

@@ -12,7 +12,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,10 +23,20 @@ from ml_assets.metrics import classification_metrics, roc_auc, stratified_indice
 MIN_RESAMPLES = 100
 """P3: the champion/challenger decision needs at least this many bootstrap resamples."""
 
+# The blocking asset checks of registered_model; every gate names the one it counts towards.
+ARTIFACT_INTEGRITY = "artifact_integrity"
+GOLDEN_SET_DISJOINT = "golden_set_disjoint"
+GOLDEN_SET_GATES = "golden_set_gates"
+INFERENCE_LATENCY = "inference_latency"
+FAIRNESS = "fairness"
+CHECKS = (ARTIFACT_INTEGRITY, GOLDEN_SET_DISJOINT, GOLDEN_SET_GATES, INFERENCE_LATENCY, FAIRNESS)
+
 
 @dataclass
 class GateResult:
-    """Outcome of one gate: passed or not, the measured value, the threshold, and why."""
+    """Outcome of one gate: passed or not, the measured value, the threshold, and why; and, set where the gate is
+    decided, the registered_model check it counts towards (`check`; None: the decision only) and its rule as the
+    side-by-side table states it (`rule`)."""
 
     name: str
     passed: bool
@@ -38,10 +48,19 @@ class GateResult:
     challenger: float | None = None
     champion: float | None = None
     ci: tuple[float, float] | None = None
+    check: str | None = field(kw_only=True)
+    rule: str = field(kw_only=True)
+    # A gate on the challenger alone: the champion's metric of this name is shown next to it.
+    champion_metric: str | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.check is not None and self.check not in CHECKS:
+            raise ValueError(f"gate {self.name}: unknown check {self.check!r}; one of {CHECKS}")
 
     def to_row(self) -> dict:
         """Plain dict for a metadata table (one row per gate)."""
         row = asdict(self)
+        row.pop("champion_metric")
         row["ci"] = None if self.ci is None else f"[{_fmt(self.ci[0])}, {_fmt(self.ci[1])}]"
         return row
 
@@ -72,7 +91,8 @@ def absolute_gates(
             detail = f"{name} {float(value):.4f} {'>=' if passed else '<'} minimum {minimum}"
         results.append(
             GateResult(f"absolute_{name}", passed, float(value) if defined else None, float(minimum), detail,
-                       challenger=float(value) if defined else None)
+                       challenger=float(value) if defined else None, check=GOLDEN_SET_GATES,
+                       rule=f">= {float(minimum)}", champion_metric=name)
         )
     return results
 
@@ -175,6 +195,8 @@ def champion_challenger_gates(
             challenger=float(ch_m["roc_auc"]),
             champion=float(cp_m["roc_auc"]),
             ci=(low, high),
+            check=GOLDEN_SET_GATES,
+            rule=f"CI upper of AUC difference >= {-auc_tolerance:+}",
         )
     )
 
@@ -201,6 +223,8 @@ def champion_challenger_gates(
                 challenger=challenger_value,
                 champion=champion_value,
                 ci=(low, high),
+                check=GOLDEN_SET_GATES,
+                rule=f"CI upper of relative change >= {-relative_regression_max:+}",
             )
         )
     return results
@@ -263,7 +287,8 @@ def latency_gate(
             timings_ms.append(max(wall - queued, 0.0))
     except Exception as exc:  # any scoring failure fails the gate, with its reason
         return GateResult(
-            "latency_p99_ms", False, None, float(p99_limit_ms), f"predict_one raised {type(exc).__name__}: {exc}"
+            "latency_p99_ms", False, None, float(p99_limit_ms), f"predict_one raised {type(exc).__name__}: {exc}",
+            check=INFERENCE_LATENCY, rule=f"p99 <= {float(p99_limit_ms)} ms",
         )
     finally:
         if gc_was_enabled:
@@ -280,6 +305,8 @@ def latency_gate(
         f"({'<=' if passed else '>'} limit {p99_limit_ms} ms); wall-clock p99 {wall_p99:.2f} ms including "
         f"{sum(wall_ms) - sum(timings_ms):.0f} ms queued for a CPU in all",
         challenger=p99,
+        check=INFERENCE_LATENCY,
+        rule=f"p99 <= {float(p99_limit_ms)} ms",
     )
 
 
@@ -510,6 +537,8 @@ def fairness_gate(y_pred: np.ndarray, groups: pd.Series, minimum: float = 0.8, a
         + f"; rule: fail only if a ratio's CI upper bound < {minimum}",
         challenger=binding.ratio,
         ci=(binding.low, binding.high),
+        check=FAIRNESS,
+        rule=f"CI upper of each rate's ratio >= {float(minimum)}",
     )
 
 

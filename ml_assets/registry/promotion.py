@@ -40,6 +40,9 @@ from ml_assets.contract import Contract
 from ml_assets.datasets.build import content_hash, disjointness
 from ml_assets.metrics import bootstrap_metric, classification_metrics, roc_auc
 from ml_assets.registry.gates import (
+    ARTIFACT_INTEGRITY,
+    GOLDEN_SET_DISJOINT,
+    GOLDEN_SET_GATES,
     GateResult,
     absolute_gates,
     champion_challenger_gates,
@@ -123,38 +126,17 @@ class Decision:
         rows = []
         for g in self.gates:
             champion = g.champion
-            metric = g.name.removeprefix("absolute_")
-            if champion is None and g.name.startswith("absolute_"):
-                champion = self.champion_metrics.get(metric)
+            if champion is None and g.champion_metric:
+                champion = self.champion_metrics.get(g.champion_metric)
             rows.append({
                 "metric": g.name,
                 "challenger": g.challenger,
                 "champion": champion,
                 "CI": g.to_row()["ci"] or "–",
-                "threshold": _rule(g),
+                "threshold": g.rule,
                 "pass": "pass" if g.passed else "FAIL",
             })
         return pd.DataFrame(rows, columns=["metric", "challenger", "champion", "CI", "threshold", "pass"])
-
-
-def _rule(g: GateResult) -> str:
-    if g.name.startswith("absolute_"):
-        return f">= {g.threshold}"
-    if g.name == "champion_challenger_baseline":
-        return "champion artifact verifies (sha256 as registered)"
-    if g.name == "champion_challenger_roc_auc":
-        return f"CI upper of AUC difference >= {g.threshold:+}"
-    if g.name.startswith("champion_challenger_"):
-        return f"CI upper of relative change >= {g.threshold:+}"
-    if g.name == "latency_p99_ms":
-        return f"p99 <= {g.threshold} ms"
-    if g.name.startswith("fairness_"):
-        return f"CI upper of each rate's ratio >= {g.threshold}"
-    if g.name == "golden_set_disjoint":
-        return "0 shared entities, records, golden-window rows"
-    if g.name == "not_rolled_back":
-        return "never rolled back"
-    return "sha256 as registered" if g.name == "artifact_integrity" else str(g.threshold)
 
 
 def evaluate(model: Any, version: str, golden: pd.DataFrame, contract: Contract) -> Evaluation:
@@ -221,6 +203,11 @@ def slices_side_by_side(challenger: Evaluation, champion: Evaluation | None, gol
     return table
 
 
+def _disjoint(passed: bool, value: float | None, detail: str, **extra: Any) -> GateResult:
+    return GateResult("golden_set_disjoint", passed, value, 0.0, detail, **extra, check=GOLDEN_SET_DISJOINT,
+                      rule="0 shared entities, records, golden-window rows")
+
+
 def disjointness_gate(ref: ModelRef, training_data: TrainingLookup | None, golden: pd.DataFrame,
                       golden_version: str, contract: Contract) -> GateResult:
     """P1 re-verified at promotion: the data the challenger was trained on (found through its
@@ -229,19 +216,19 @@ def disjointness_gate(ref: ModelRef, training_data: TrainingLookup | None, golde
     digest = ref.tags.get("training_set_hash")
     where = f"v{ref.version}'s training data"
     if not digest:
-        return GateResult("golden_set_disjoint", False, None, 0.0,
-                          f"v{ref.version} has no training_set_hash lineage tag; its training data cannot be shown to "
-                          f"be disjoint from golden set {golden_version}")
+        return _disjoint(False, None,
+                         f"v{ref.version} has no training_set_hash lineage tag; its training data cannot be shown to "
+                         f"be disjoint from golden set {golden_version}")
     training = training_data(digest) if training_data else None
     if training is None:
-        return GateResult("golden_set_disjoint", False, None, 0.0,
-                          f"{where} (training_set {digest[:12]}) is not in the lake any more; it cannot be shown to be "
-                          f"disjoint from golden set {golden_version}. Re-train on the current training_set.")
+        return _disjoint(False, None,
+                         f"{where} (training_set {digest[:12]}) is not in the lake any more; it cannot be shown to be "
+                         f"disjoint from golden set {golden_version}. Re-train on the current training_set.")
     actual = content_hash(training)
     if actual != digest:
-        return GateResult("golden_set_disjoint", False, None, 0.0,
-                          f"{where} stored under hash {digest[:12]} now hashes to {actual[:12]}: it was modified, so it "
-                          f"no longer proves anything about what v{ref.version} saw")
+        return _disjoint(False, None,
+                         f"{where} stored under hash {digest[:12]} now hashes to {actual[:12]}: it was modified, so it "
+                         f"no longer proves anything about what v{ref.version} saw")
     scope = golden.attrs.get("golden_scope", {})
     overlap = disjointness(training, golden, contract, scope.get("holdout", "entity"), scope.get("window"))
     shared = overlap["violations"]
@@ -251,7 +238,7 @@ def disjointness_gate(ref: ModelRef, training_data: TrainingLookup | None, golde
               + f", {overlap['shared_records']} shared records, {overlap['training_rows_in_golden_window']} training "
               f"rows inside the golden window" + ("" if shared == 0 else
                                                  "; metrics on this golden set would be optimistic"))
-    return GateResult("golden_set_disjoint", shared == 0, float(shared), 0.0, detail, challenger=float(shared))
+    return _disjoint(shared == 0, float(shared), detail, challenger=float(shared))
 
 
 def assess(registry: Registry, challenger: ModelRef, champion: ModelRef | None, golden: pd.DataFrame,
@@ -263,9 +250,11 @@ def assess(registry: Registry, challenger: ModelRef, champion: ModelRef | None, 
     try:
         challenger_model, digest = registry.load_verified(challenger.version)
     except IntegrityError as e:
-        decision.gates += [GateResult("artifact_integrity", False, None, None, str(e)), disjoint]
+        decision.gates += [GateResult("artifact_integrity", False, None, None, str(e), check=ARTIFACT_INTEGRITY,
+                                      rule="sha256 as registered"), disjoint]
         return decision
-    decision.gates.append(GateResult("artifact_integrity", True, None, None, f"sha256 {digest[:16]}… verified"))
+    decision.gates.append(GateResult("artifact_integrity", True, None, None, f"sha256 {digest[:16]}… verified",
+                                     check=ARTIFACT_INTEGRITY, rule="sha256 as registered"))
     decision.gates.append(disjoint)
     challenger_eval = evaluate(challenger_model, challenger.version, golden, contract)
     champion_eval = None
@@ -307,7 +296,8 @@ def tampered_champion_gate(registry: Registry, champion: ModelRef, error: Integr
         "champion_challenger_baseline", False, None, None,
         f"SECURITY: the serving champion v{champion.version} fails its integrity check ({error}). Its artifact was "
         f"changed outside the pipeline; no champion/challenger comparison (P3) is possible and automatic promotion "
-        f"is refused until an operator acts: {way_out}.")
+        f"is refused until an operator acts: {way_out}.",
+        check=GOLDEN_SET_GATES, rule="champion artifact verifies (sha256 as registered)")
 
 
 def latency(model: Any, golden: pd.DataFrame, contract: Contract) -> GateResult:
@@ -373,7 +363,8 @@ def promote_if_passing(registry: Registry, golden: pd.DataFrame, golden_version:
         decision = Decision(challenger.version, champion.version if champion else None, golden_version, [GateResult(
             "not_rolled_back", False, None, None,
             f"v{challenger.version} was rolled back (champion returned to v{challenger.tags.get('rolled_back_to')}); "
-            f"a rolled-back version is never promoted again: register a new version")])
+            f"a rolled-back version is never promoted again: register a new version",
+            check=None, rule="never rolled back")])
     else:
         decision = assess(registry, challenger, champion, golden, golden_version, contract, training_data, log)
     if decision.passed:

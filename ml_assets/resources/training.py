@@ -6,7 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from ml_assets.contract.model import TrainingSpec
 from ml_assets.storage import store_for_uri
+from ml_assets.training.cluster import GpuTrainingConfig
 from ml_assets.training.launcher import LocalTorchrunLauncher, TrainingFailed, TrainingResult
 
 
@@ -18,7 +20,7 @@ class TrainingLauncherResource(dg.ConfigurableResource):
     """
 
     @abstractmethod
-    def launch(self, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None] | None = None,
+    def launch(self, data: Path, out_dir: Path, spec: TrainingSpec, log: Callable[[str], None] | None = None,
                timeout_s: float | None = None, checkpoint_uri: str | None = None, overtime_s: float | None = None,
                on_overtime: Callable[[float], None] | None = None) -> TrainingResult: ...
 
@@ -32,7 +34,7 @@ class LocalTorchrunLauncherResource(TrainingLauncherResource):
     nproc_per_node: int = 2
     max_restarts: int = 0
 
-    def launch(self, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None] | None = None,
+    def launch(self, data: Path, out_dir: Path, spec: TrainingSpec, log: Callable[[str], None] | None = None,
                timeout_s: float | None = None, checkpoint_uri: str | None = None, overtime_s: float | None = None,
                on_overtime: Callable[[float], None] | None = None) -> TrainingResult:
         launcher = LocalTorchrunLauncher(nproc_per_node=self.nproc_per_node, max_restarts=self.max_restarts,
@@ -54,28 +56,12 @@ class KubernetesTorchrunLauncherResource(TrainingLauncherResource):
     object store named by `checkpoint_uri` (which must then be on S3).
     """
 
-    image: str
-    namespace: str = "ml-assets"
-    nnodes: int = 1
-    gpus_per_node: int = 1
-    gpu_resource: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
-    tolerations: list[dict[str, str]] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    service_account: str = "ml-assets-trainer"
-    max_restarts: int = 2
-    env_secret: str = "ml-assets-env"
-    kubernetes_version: str = "1.33"
+    cluster: GpuTrainingConfig  # the cluster shape, defaults and ranges in one place (training.cluster)
 
-    def config(self):
-        from ml_assets.training.k8s import GpuTrainingConfig
+    def config(self) -> GpuTrainingConfig:
+        return self.cluster
 
-        return GpuTrainingConfig(image=self.image, namespace=self.namespace, nnodes=self.nnodes,
-                                 gpus_per_node=self.gpus_per_node, gpu_resource=self.gpu_resource,
-                                 node_selector=dict(self.node_selector), tolerations=list(self.tolerations),
-                                 service_account=self.service_account, max_restarts=self.max_restarts,
-                                 env_secret=self.env_secret or None)
-
-    def launch(self, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None] | None = None,
+    def launch(self, data: Path, out_dir: Path, spec: TrainingSpec, log: Callable[[str], None] | None = None,
                timeout_s: float | None = None, checkpoint_uri: str | None = None, overtime_s: float | None = None,
                on_overtime: Callable[[float], None] | None = None) -> TrainingResult:
         from ml_assets.training import k8s
@@ -89,7 +75,7 @@ class KubernetesTorchrunLauncherResource(TrainingLauncherResource):
         return self._launch_multinode(cfg, Path(data), Path(out_dir), spec, log or (lambda _: None), timeout_s,
                                       checkpoint_uri, overtime_s, on_overtime)
 
-    def _launch_multinode(self, cfg, data: Path, out_dir: Path, spec: dict, log: Callable[[str], None],
+    def _launch_multinode(self, cfg, data: Path, out_dir: Path, spec: TrainingSpec, log: Callable[[str], None],
                           timeout_s: float | None, checkpoint_uri: str | None, overtime_s: float | None,
                           on_overtime: Callable[[float], None] | None) -> TrainingResult:
         from ml_assets.training import k8s
@@ -101,12 +87,12 @@ class KubernetesTorchrunLauncherResource(TrainingLauncherResource):
             raise ValueError("multi-node training needs a deadline (timeout_s) for activeDeadlineSeconds")
         store = store_for_uri(checkpoint_uri)
         store.write_bytes("inputs/training_set.parquet", data.read_bytes())
-        store.write_bytes("inputs/spec.json", json.dumps(spec, sort_keys=True).encode())
+        store.write_bytes("inputs/spec.json", TrainingSpec.model_validate(spec).model_dump_json().encode())
         # A fresh name per attempt: a Job name cannot be reused until the old Job is gone.
         run_key = f"{out_dir.name[:12]}-{uuid.uuid4().hex[:6]}"
         manifests = k8s.render_multinode(cfg, run_key, store.uri("inputs/training_set.parquet"),
                                          store.uri("inputs/spec.json"), checkpoint_uri, deadline_s=timeout_s)
-        k8s.validate_manifests(manifests, self.kubernetes_version)
+        k8s.validate_manifests(manifests, cfg.kubernetes_version)
         log(f"launching {cfg.nnodes}-node training {manifests[1]['metadata']['name']} (manifests validated)")
         k8s.KubernetesJobRunner(cfg.namespace).run(manifests, timeout_s, log, overtime_s, on_overtime)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,5 +107,6 @@ class KubernetesTorchrunLauncherResource(TrainingLauncherResource):
                               duration_s=float(result.get("duration_s") or 0.0), returncode=0)
 
     def describe(self) -> dict:
-        return {"launcher": "kubernetes", "nnodes": self.nnodes, "gpus_per_node": self.gpus_per_node,
-                "namespace": self.namespace, "image": self.image, "max_restarts": self.max_restarts}
+        c = self.cluster
+        return {"launcher": "kubernetes", "nnodes": c.nnodes, "gpus_per_node": c.gpus_per_node,
+                "namespace": c.namespace, "image": c.image, "max_restarts": c.max_restarts}

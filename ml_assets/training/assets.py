@@ -11,6 +11,7 @@ import pandas as pd
 
 from ml_assets.alerts import Alert
 from ml_assets.contract import Contract
+from ml_assets.contract.model import TrainingSpec
 from ml_assets.datasets.assets import TRAINING_KEY, TRAINING_MANIFEST
 from ml_assets.metadata import md_table
 from ml_assets.resources import AlertSinkResource, StorageResource, TrainingLauncherResource
@@ -22,28 +23,9 @@ LATEST = "model_checkpoint/latest.json"
 RUNS_PREFIX = "model_checkpoint/runs"
 
 
-def training_spec(contract: Contract) -> dict:
-    t = contract.training
-    return {
-        "numeric": contract.numeric_features,
-        "categorical": contract.categorical_features,
-        "label": contract.label,
-        "timestamp": contract.timestamp,
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "accumulation_steps": t.accumulation_steps,
-        "bucket_cap_mb": t.bucket_cap_mb,
-        "learning_rate": t.learning_rate,
-        "hidden": list(t.hidden),
-        "seed": t.seed,
-        "checkpoint_every": t.checkpoint_every,
-        "validation_fraction": contract.datasets.validation_fraction,
-    }
-
-
-def run_key(training_hash: str, spec: dict) -> str:
+def run_key(training_hash: str, spec: TrainingSpec) -> str:
     """Same data + same spec = same checkpoint directory, so a re-run resumes (T1)."""
-    return hashlib.sha256((training_hash + json.dumps(spec, sort_keys=True)).encode()).hexdigest()[:16]
+    return hashlib.sha256((training_hash + json.dumps(spec.model_dump(), sort_keys=True)).encode()).hexdigest()[:16]
 
 
 def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | None = None
@@ -68,7 +50,7 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
                          alerts: AlertSinkResource):
         store = lake.get_store()
         manifest = json.loads(store.read_bytes(TRAINING_MANIFEST))
-        spec = training_spec(contract)
+        spec = contract.training_spec
         key = run_key(manifest["content_hash"], spec)
         out_dir = checkpoints_root / key
         out_dir.mkdir(parents=True, exist_ok=True)

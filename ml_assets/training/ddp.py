@@ -82,32 +82,18 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from pydantic import ValidationError
 from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
+from ml_assets.contract.model import TrainingSpec
 from ml_assets.storage import ObjectStore, S3Store, atomic_write_bytes, store_for_uri
 from ml_assets.training.model import build_model
 from ml_assets.training.preprocess import Preprocessor
 
 log = logging.getLogger("ml_assets.training.ddp")
 
-REQUIRED_SPEC_KEYS = (
-    "numeric",
-    "categorical",
-    "label",
-    "timestamp",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "hidden",
-    "seed",
-    "checkpoint_every",
-    "validation_fraction",
-)
-# Optional spec keys with their defaults: the learning rate is halved every lr_step_epochs epochs; gradients of
-# accumulation_steps micro-batches are all-reduced once; DDP buckets of bucket_cap_mb (torch's default).
-SPEC_DEFAULTS: dict[str, Any] = {"lr_step_epochs": 10, "lr_gamma": 0.5, "accumulation_steps": 1, "bucket_cap_mb": 25.0}
 # Spec keys that may change between a crash and its resume without invalidating the checkpoints: they change
 # how long the run is, how often it checkpoints and how gradients travel, not what is computed.
 RESUMABLE_SPEC_KEYS = ("epochs", "checkpoint_every", "bucket_cap_mb")
@@ -164,27 +150,15 @@ def _barrier(env: DistEnv) -> None:
 # --- inputs -------------------------------------------------------------------------------------------------------
 
 
-def load_spec(path: str | Path) -> dict[str, Any]:
-    spec = json.loads(Path(path).read_text())
-    missing = [k for k in REQUIRED_SPEC_KEYS if k not in spec]
-    if missing:
-        raise ValueError(f"training spec {path} is missing keys {missing}; required: {list(REQUIRED_SPEC_KEYS)}")
-    spec = {**SPEC_DEFAULTS, **spec}
-    problems = []
-    for key in ("epochs", "batch_size", "checkpoint_every", "lr_step_epochs", "accumulation_steps"):
-        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 1:
-            problems.append(f"{key} must be an integer >= 1, got {spec[key]!r}")
-    if not isinstance(spec["bucket_cap_mb"], int | float) or not float(spec["bucket_cap_mb"]) > 0:
-        problems.append(f"bucket_cap_mb must be a number > 0, got {spec['bucket_cap_mb']!r}")
-    if not 0.0 < float(spec["validation_fraction"]) < 1.0:
-        problems.append(f"validation_fraction must be in (0, 1), got {spec['validation_fraction']!r}")
-    if not float(spec["learning_rate"]) > 0:
-        problems.append(f"learning_rate must be > 0, got {spec['learning_rate']!r}")
-    if not spec["numeric"] and not spec["categorical"]:
-        problems.append("no features: numeric and categorical are both empty")
-    if problems:
-        raise ValueError(f"training spec {path} is invalid: " + "; ".join(problems))
-    return spec
+def load_spec(path: str | Path) -> TrainingSpec:
+    """The spec the launcher wrote (`TrainingSpec.model_dump_json`), validated by the same model that built it:
+    every refusal names its field."""
+    try:
+        return TrainingSpec.model_validate_json(Path(path).read_bytes())
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: "
+                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+        raise ValueError(f"training spec {path} is invalid: {problems}") from None
 
 
 def split_by_time(df: pd.DataFrame, timestamp: str, validation_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -248,8 +222,8 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(data_sha256: str, spec: dict[str, Any]) -> dict[str, str]:
-    relevant = {k: v for k, v in spec.items() if k not in RESUMABLE_SPEC_KEYS}
+def _fingerprint(data_sha256: str, spec: TrainingSpec) -> dict[str, str]:
+    relevant = spec.model_dump(exclude=set(RESUMABLE_SPEC_KEYS))
     spec_sha = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
     return {"data_sha256": data_sha256, "spec_sha256": spec_sha}
 
@@ -530,8 +504,8 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
         if restored:
             log.info("restored %s from %s", ", ".join(restored), args.checkpoint_uri)
     metrics_path = out_dir / "metrics.jsonl"
-    epochs = int(spec["epochs"])
-    seed = int(spec["seed"])
+    epochs = spec.epochs
+    seed = spec.seed
 
     random.seed(seed)
     np.random.seed(seed)
@@ -539,9 +513,9 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
 
     data_sha256 = _file_sha256(data_path)
     fingerprint = _fingerprint(data_sha256, spec)
-    train_df, val_df = split_by_time(pd.read_parquet(data_path), spec["timestamp"], float(spec["validation_fraction"]))
-    y_train = _labels(train_df, spec["label"], "train")
-    y_val = _labels(val_df, spec["label"], "validation")
+    train_df, val_df = split_by_time(pd.read_parquet(data_path), spec.timestamp, spec.validation_fraction)
+    y_train = _labels(train_df, spec.label, "train")
+    y_val = _labels(val_df, spec.label, "validation")
     n_pos = int(y_train.sum())
     n_neg = len(y_train) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -566,18 +540,18 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
     preprocessor = (
         Preprocessor.from_dict(ckpt["preprocessor"])
         if ckpt is not None
-        else Preprocessor.fit(train_df, list(spec["numeric"]), list(spec["categorical"]))
+        else Preprocessor.fit(train_df, list(spec.numeric), list(spec.categorical))
     )
     x_train = torch.from_numpy(preprocessor.transform(train_df)).to(env.device)
     x_val = torch.from_numpy(preprocessor.transform(val_df)).to(env.device)
     t_y_train = torch.from_numpy(y_train).to(env.device)
     t_y_val = torch.from_numpy(y_val).to(env.device)
 
-    hidden = [int(h) for h in spec["hidden"]]
+    hidden = list(spec.hidden)
     module = build_model(preprocessor.feature_dim, hidden).to(env.device)
-    optimizer = torch.optim.Adam(module.parameters(), lr=float(spec["learning_rate"]))
+    optimizer = torch.optim.Adam(module.parameters(), lr=spec.learning_rate)
     scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=int(spec["lr_step_epochs"]), gamma=float(spec["lr_gamma"])
+        optimizer, step_size=spec.lr_step_epochs, gamma=spec.lr_gamma
     )
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32, device=env.device))
 
@@ -604,12 +578,12 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
             module,
             device_ids=[env.device.index] if cuda else None,
             output_device=env.device.index if cuda else None,
-            bucket_cap_mb=float(spec["bucket_cap_mb"]),
+            bucket_cap_mb=spec.bucket_cap_mb,
             gradient_as_bucket_view=True,
         )
 
-    batch_size = int(spec["batch_size"])
-    accumulation = int(spec["accumulation_steps"])
+    batch_size = spec.batch_size
+    accumulation = spec.accumulation_steps
     n_local = math.ceil(len(x_train) / env.world_size)
     steps = step_slices(n_local, batch_size, accumulation)
     if env.is_main:
@@ -671,7 +645,7 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
             _emit(row)
             _append_metrics(metrics_path, row)
 
-        if epoch % int(spec["checkpoint_every"]) == 0 or epoch == epochs:
+        if epoch % spec.checkpoint_every == 0 or epoch == epochs:
             rng_states: list[Any] = [_capture_rng()]
             if env.distributed:
                 rng_states = [None] * env.world_size
@@ -731,8 +705,8 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
             "duration_s": time.perf_counter() - started,
             "input_dim": preprocessor.feature_dim,
             "hidden": hidden,
-            "numeric": list(spec["numeric"]),
-            "categorical": list(spec["categorical"]),
+            "numeric": list(spec.numeric),
+            "categorical": list(spec.categorical),
             "seed": seed,
             "data_sha256": data_sha256,
             "checkpoints": [p.name for _, p in list_checkpoints(out_dir)],

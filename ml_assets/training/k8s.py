@@ -24,15 +24,14 @@ step pod's ServiceAccount may only manage Jobs and Services and read Pods in its
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client as k8s
 
+from ml_assets.training.cluster import DEFAULT_K8S_VERSION, GpuTrainingConfig, config_from_env  # noqa: F401 (re-exported)
 from ml_assets.training.launcher import TrainingFailed, entry_args, torchrun_args
 
 APP_LABEL = "app.kubernetes.io/name"
@@ -40,46 +39,7 @@ RUN_LABEL = "ml-assets/training-run"
 # The index the Job controller gives each pod of an Indexed Job; exported as NODE_RANK.
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 SCRATCH = "/scratch"
-DEFAULT_K8S_VERSION = "1.33"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-@dataclass(frozen=True)
-class GpuTrainingConfig:
-    """Where and how training runs on the cluster. Cluster shape is deployment config, not contract data."""
-
-    image: str
-    namespace: str = "ml-assets"
-    nnodes: int = 1
-    gpus_per_node: int = 1
-    gpu_resource: str = "nvidia.com/gpu"
-    cpu: str = "8"
-    memory: str = "32Gi"
-    shm_size: str = "8Gi"
-    node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    tolerations: list[dict[str, str]] = field(
-        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    )
-    service_account: str = "ml-assets-trainer"
-    max_restarts: int = 2
-    rdzv_port: int = 29400
-    nccl_debug: str = "WARN"
-    dist_timeout_s: int = 1800
-    env_secret: str | None = "ml-assets-env"  # S3 / MLflow credentials as env vars (S1)
-    run_as_user: int = 1000
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.nnodes < 1 or self.gpus_per_node < 1:
-            problems.append(f"nnodes and gpus_per_node must be >= 1, got {self.nnodes} and {self.gpus_per_node}")
-        if self.max_restarts < 0:
-            problems.append(f"max_restarts must be >= 0, got {self.max_restarts}")
-        if not self.image:
-            problems.append("image is empty: set the training image (ML_ASSETS_IMAGE)")
-        if self.run_as_user == 0:
-            problems.append("run_as_user 0 is root; containers must run as non-root (S4)")
-        if problems:
-            raise ValueError("GPU training config is invalid: " + "; ".join(problems))
 
 
 def training_env(cfg: GpuTrainingConfig) -> dict[str, str]:
@@ -307,24 +267,6 @@ def validate_manifests(manifests: Sequence[dict[str, Any]], version: str = DEFAU
 
 
 # --- submitting and watching (in a cluster) --------------------------------------------------------------------------
-
-
-def config_from_env(environ: dict[str, str] | None = None) -> GpuTrainingConfig:
-    """The production cluster shape, from ML_ASSETS_* variables set by the deployment (helm values)."""
-    e = os.environ if environ is None else environ
-    # The training pods run the code location's own image unless told otherwise: the Dagster chart sets
-    # DAGSTER_CURRENT_IMAGE to it, so one `--set ...image.tag=` moves both together.
-    kwargs: dict[str, Any] = {"image": e.get("ML_ASSETS_IMAGE") or e.get("DAGSTER_CURRENT_IMAGE") or "ml-assets:latest"}
-    for key, var, cast in (("namespace", "ML_ASSETS_K8S_NAMESPACE", str), ("nnodes", "ML_ASSETS_TRAIN_NNODES", int),
-                           ("gpus_per_node", "ML_ASSETS_TRAIN_GPUS_PER_NODE", int),
-                           ("max_restarts", "ML_ASSETS_TRAIN_MAX_RESTARTS", int),
-                           ("service_account", "ML_ASSETS_TRAIN_SERVICE_ACCOUNT", str)):
-        if e.get(var):
-            try:
-                kwargs[key] = cast(e[var])
-            except ValueError as err:
-                raise ValueError(f"{var}={e[var]!r}: expected {cast.__name__}") from err
-    return GpuTrainingConfig(**kwargs)
 
 
 class KubernetesJobRunner:

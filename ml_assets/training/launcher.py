@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import ml_assets
+from ml_assets.contract.model import TrainingSpec
 from ml_assets.storage import atomic_write_bytes
 
 _TAIL_LINES = 50
@@ -206,18 +207,20 @@ class LocalTorchrunLauncher:
         self,
         data: Path,
         out_dir: Path,
-        spec: dict,
+        spec: TrainingSpec,
         log: Callable[[str], None] | None = None,
         checkpoint_uri: str | None = None,
         overtime_s: float | None = None,
         on_overtime: Callable[[float], None] | None = None,
     ) -> TrainingResult:
         """Run to completion. `on_overtime(elapsed_s)` is called once, while training still runs, when
-        `overtime_s` has passed (T3); past `timeout_s` the whole process tree is killed."""
+        `overtime_s` has passed (T3); past `timeout_s` the whole process tree is killed. `spec` is a TrainingSpec (a
+        mapping is validated into one first, so a bad spec is refused before anything starts)."""
         data, out_dir = Path(data), Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         spec_path = out_dir / "spec.json"
-        atomic_write_bytes(spec_path, (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode())
+        spec_json = TrainingSpec.model_validate(spec).model_dump_json(indent=2)
+        atomic_write_bytes(spec_path, (spec_json + "\n").encode())
         cmd = self.command(data, out_dir, spec_path, checkpoint_uri)
         tail: deque[str] = deque(maxlen=_TAIL_LINES)
         epochs_log: list[dict[str, Any]] = []

@@ -9,12 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_assets.monitoring.drift import DriftThresholds, build_reference
+from ml_assets.contract import load_contract
+from ml_assets.contract.model import Drift
+from ml_assets.monitoring.drift import build_reference, feature_drift
 from ml_assets.monitoring.performance import LabelledDay, decline_state, evaluate_window, pool_window
 from ml_assets.monitoring.policy import Evidence, LastRetrain, retrain_decision
 from ml_assets.monitoring.verdict import judge_day, pool_days
+from ml_assets_tests.conftest import write_contract
 
-T = DriftThresholds(min_rows=1000)
+T = Drift(min_rows=1000)
 START = dt.date(2026, 3, 1)
 
 
@@ -32,7 +35,8 @@ def frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
 def test_a_tiny_day_is_judged_together_with_the_days_before_it():
     rng = np.random.default_rng(1)
     frames = {day(i): frame(rng, 48) for i in range(30)}  # 48 rows a day, like half-hourly market data
-    window, outsized = pool_days(day(29), frames, min_rows=1000, max_days=30, first_judged_day=START)
+    window, outsized = pool_days(day(29), frames, min_rows=1000, max_days=30, first_judged_day=START,
+                                 outsized_factor=T.outsized_day_factor)
     assert window[0] == day(29) and len(window) == 21 and outsized == []  # 21 x 48 = 1008 rows
     reference = build_reference(frame(rng, 5000), ["amount"], ["channel"])
     verdict = judge_day(day(29), frames, reference, T, 30, START)
@@ -60,6 +64,41 @@ def test_golden_set_staleness_is_reported_when_live_data_leaves_it():
     assert verdict.golden_stale and verdict.golden_stale_features == ["amount"]
     same = judge_day(day(0), {day(0): frame(rng, 3000)}, reference, T, 14, START, golden=golden)
     assert not same.golden_stale
+
+
+# --- the thresholds the decisions use are the contract's --------------------------------------------------
+
+
+def drift_of(tmp_path, **drift) -> Drift:
+    return load_contract(write_contract(tmp_path / "c.yaml", thresholds={"drift": drift})).thresholds.drift
+
+
+def test_the_outsized_day_factor_set_in_the_contract_decides_what_is_pooled(tmp_path):
+    rng = np.random.default_rng(5)
+    frames = {day(i): frame(rng, 60) for i in range(30)}
+    frames[day(27)] = frame(rng, 3000)  # a catch-up delivery: 50x the typical day
+    reference = build_reference(frame(rng, 5000), ["amount"], ["channel"])
+    demo = drift_of(tmp_path)
+    assert demo.outsized_day_factor == 10  # the demo contract's value, as the constant was
+    left_out = judge_day(day(29), frames, reference, demo, 28, START)
+    assert left_out.window_days == 17 and day(27) not in (left_out.window_first, left_out.window_last)
+    assert any("outsized day(s) " + day(27) + " (over outsized_day_factor 10x" in r for r in left_out.reasons)
+    pooled = judge_day(day(29), frames, reference, drift_of(tmp_path, outsized_day_factor=100), 28, START)
+    assert (pooled.window_days, pooled.window_first, pooled.rows) == (3, day(27), 3120)
+    assert not any("outsized" in r for r in pooled.reasons)
+
+
+def test_the_null_rate_alpha_set_in_the_contract_decides_a_null_rate_jump(tmp_path):
+    rng = np.random.default_rng(6)
+    ref = frame(rng, 4000)
+    ref.loc[rng.random(4000) < 0.05, "amount"] = np.nan  # 5% nulls in the reference
+    reference = build_reference(ref, ["amount"], ["channel"])
+    today = frame(rng, 20)
+    today.loc[:3, "amount"] = np.nan  # 4 nulls in 20 rows: 20%, a jump of 15 points > null_rate_jump 0.1
+    demo = {f.feature: f for f in feature_drift(reference, today, drift_of(tmp_path))}
+    assert demo["amount"].status != "bug"  # P(>= 4 of 20 | 5%) ~ 0.016: not below null_rate_alpha 0.001
+    loose = {f.feature: f for f in feature_drift(reference, today, drift_of(tmp_path, null_rate_alpha=0.05))}
+    assert loose["amount"].status == "bug" and "null_rate_alpha 0.05" in loose["amount"].reasons[0]
 
 
 # --- M3: a decline is real on consecutive disjoint windows ------------------------------------------------

@@ -14,9 +14,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from ml_assets.contract.model import Drift
 from ml_assets.metrics import bootstrap_metric, classification_metrics, roc_auc
 from ml_assets.monitoring.drift import (
-    DriftThresholds,
     FeatureDrift,
     build_reference,
     chi2_test,
@@ -30,7 +30,7 @@ from ml_assets.monitoring.drift import (
 )
 from ml_assets.monitoring.report import write_evidently_report
 
-THRESHOLDS = DriftThresholds()
+THRESHOLDS = Drift()
 
 
 def _frame(rng: np.random.Generator, n: int, amount_shift: float = 0.0, mix: tuple[float, ...] = (0.6, 0.3, 0.1)):

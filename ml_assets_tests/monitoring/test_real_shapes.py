@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from ml_assets.contract import load_contract
+from ml_assets.contract.model import Drift
 from ml_assets.features.compute import compute_features
-from ml_assets.monitoring.drift import DriftThresholds, build_reference
+from ml_assets.monitoring.drift import build_reference
 from ml_assets.monitoring.verdict import judge_day
 from ml_assets_tests import shapes
 
@@ -37,7 +38,7 @@ def verdicts(contract, frames: dict[str, pd.DataFrame], train_days: list[str], j
     reference_days = pd.to_datetime(reference_frame[contract.timestamp], utc=True).dt.date
     reference = build_reference(reference_frame, contract.numeric_features, contract.categorical_features,
                                 reference_days)
-    t = DriftThresholds.of(contract.thresholds.drift.model_copy(update=settings))
+    t = Drift(**{**contract.thresholds.drift.model_dump(), **settings})
     cache: dict = {}
     return {d: judge_day(d, frames, reference, t, contract.thresholds.drift.max_window_days,
                          contract.first_complete_day, reference_frame=reference_frame, reference_days=reference_days,

@@ -62,6 +62,30 @@ def test_absolute_gate_fails_on_undefined_metric():
     assert row["name"] == "absolute_roc_auc" and row["passed"] is False
 
 
+def test_each_gate_carries_its_check_and_its_rule_and_the_checks_group_by_it():
+    from ml_assets.contract import load_contract
+    from ml_assets.registry import gates
+    from ml_assets.registry.assets import REGISTERED_CHECKS, _check_results
+    from ml_assets.registry.promotion import Decision
+
+    res = _by_name(absolute_gates({"precision": 0.9, "recall": 0.6, "roc_auc": 0.95}, 0.85, 0.70, 0.92))
+    assert {r.check for r in res.values()} == {gates.GOLDEN_SET_GATES}
+    assert res["absolute_precision"].rule == ">= 0.85" and res["absolute_precision"].champion_metric == "precision"
+    row = res["absolute_precision"].to_row()
+    assert (row["check"], row["rule"]) == (gates.GOLDEN_SET_GATES, ">= 0.85") and "champion_metric" not in row
+    with pytest.raises(ValueError, match="unknown check 'golden_set_gate'"):
+        GateResult("x", True, None, None, "", check="golden_set_gate", rule="")
+    assert set(REGISTERED_CHECKS) == set(gates.CHECKS)
+    # A check is judged by the gates that name it, whatever the gates are called.
+    odd = GateResult("p99_of_one_row", True, 1.0, 50.0, "fast", check=gates.INFERENCE_LATENCY, rule="p99 <= 50.0 ms")
+    decision = Decision("2", "1", "v1", [*res.values(), odd])
+    results = {r.check_name: r for r in _check_results(decision, load_contract())}
+    latency = results["inference_latency"]
+    assert latency.passed and [r.data["metric"] for r in latency.metadata["gates"].records] == ["p99_of_one_row"]
+    assert not results["golden_set_gates"].passed  # recall 0.6 < 0.70
+    assert not results["artifact_integrity"].passed  # no gate of it was evaluated: not a pass
+
+
 def test_absolute_gates_from_real_metrics():
     rng = np.random.default_rng(1)
     y = _golden()

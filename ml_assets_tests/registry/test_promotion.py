@@ -41,7 +41,7 @@ from ml_assets.resources import LocalStorageResource, LogFileAlertSink, MLflowRe
 from ml_assets.simulate.generator import SimulationConfig, simulate
 from ml_assets.storage import LocalStore
 from ml_assets.training import ddp
-from ml_assets.training.assets import LATEST, RUNS_PREFIX, training_spec
+from ml_assets.training.assets import LATEST, RUNS_PREFIX
 from ml_assets_tests.conftest import write_contract
 from ml_assets_tests.registry.variants import BiasedModel, NeverFlagsModel, NoisyModel, SlowModel, SquareRootModel
 
@@ -103,7 +103,7 @@ def world(tmp_path_factory):
     out = home / "run"
     out.mkdir()
     training.to_parquet(out / "training_set.parquet", index=False)
-    (out / "spec.json").write_text(json.dumps(training_spec(contract)))
+    (out / "spec.json").write_text(contract.training_spec.model_dump_json())
     assert ddp.main(["--data", str(out / "training_set.parquet"), "--out", str(out), "--spec",
                      str(out / "spec.json")]) == 0
     # As model_checkpoint leaves it: the outputs in the lake, registered_model reads them from there.

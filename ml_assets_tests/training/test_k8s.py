@@ -13,6 +13,7 @@ from ml_assets.definitions import build_definitions
 from ml_assets.resources import KubernetesTorchrunLauncherResource
 from ml_assets.settings import Settings
 from ml_assets.training import k8s
+from ml_assets.training.cluster import ENV_VARS, GpuTrainingConfig, config_from_env
 from ml_assets.training.launcher import ENTRY_MODULE
 
 RUN_ID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -36,7 +37,7 @@ def env_of(container: dict) -> dict:
 def test_prod_runs_the_training_step_on_gpu_nodes_through_dagster_k8s(prod_defs: dg.Definitions):
     assert prod_defs.executor is k8s_job_executor
     trainer = prod_defs.resources["trainer"]
-    assert isinstance(trainer, KubernetesTorchrunLauncherResource) and trainer.gpus_per_node == 4
+    assert isinstance(trainer, KubernetesTorchrunLauncherResource) and trainer.cluster.gpus_per_node == 4
     retrain = prod_defs.resolve_job_def("retrain")
     assert dg.AssetKey("model_checkpoint") in retrain.asset_layer.executable_asset_keys
     tags = prod_defs.resolve_assets_def("model_checkpoint").op.tags
@@ -144,13 +145,26 @@ def test_schema_validation_refuses_what_the_api_server_would_refuse():
         k8s.validate_manifests([wrong_type])
 
 
+def test_the_cluster_shape_is_defined_once_and_read_from_the_environment_in_one_place():
+    """The resource holds the config itself; defaults come from GpuTrainingConfig, variables from config_from_env."""
+    assert config_from_env({}) == GpuTrainingConfig(image="ml-assets:latest")
+    cfg = config_from_env({"ML_ASSETS_IMAGE": "img:1", "ML_ASSETS_TRAIN_NNODES": "3", "ML_ASSETS_K8S_NAMESPACE": ""})
+    assert (cfg.image, cfg.nnodes, cfg.namespace) == ("img:1", 3, GpuTrainingConfig.model_fields["namespace"].default)
+    assert set(ENV_VARS) <= set(GpuTrainingConfig.model_fields)
+    assert KubernetesTorchrunLauncherResource(cluster=cfg).config() is cfg
+    with pytest.raises(ValueError, match="gpus_per_nodes"):
+        GpuTrainingConfig(image="x", gpus_per_nodes=2)  # a misspelt setting is refused, not ignored
+    with pytest.raises(ValueError, match="ML_ASSETS_TRAIN_MAX_RESTARTS='-1': Input should be greater than or equal"):
+        config_from_env({"ML_ASSETS_TRAIN_MAX_RESTARTS": "-1"})
+
+
 def test_bad_cluster_settings_fail_before_anything_is_rendered():
-    with pytest.raises(ValueError, match="ML_ASSETS_TRAIN_NNODES='two': expected int"):
+    with pytest.raises(ValueError, match="ML_ASSETS_TRAIN_NNODES='two': Input should be a valid integer"):
         k8s.config_from_env({"ML_ASSETS_TRAIN_NNODES": "two"})
     with pytest.raises(ValueError, match="non-root"):
         k8s.GpuTrainingConfig(image="x", run_as_user=0)
     with pytest.raises(ValueError, match="not a DNS label"):
         k8s.job_name_for("Run_Key!")
     with pytest.raises(ValueError, match="needs the checkpoints on S3"):
-        KubernetesTorchrunLauncherResource(image="x", nnodes=2).launch(Path("d"), Path("o"), {}, timeout_s=60,
+        KubernetesTorchrunLauncherResource(cluster=k8s.GpuTrainingConfig(image="x", nnodes=2)).launch(Path("d"), Path("o"), {}, timeout_s=60,
                                                                         checkpoint_uri="/local/dir")

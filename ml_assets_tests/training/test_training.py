@@ -16,6 +16,7 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from torch.utils.data import DistributedSampler, TensorDataset
 
+from ml_assets.contract import load_contract
 from ml_assets.training import ddp, launcher
 from ml_assets.training.launcher import (
     LocalTorchrunLauncher,
@@ -252,14 +253,41 @@ def test_ranks_share_the_cpus_instead_of_each_taking_all_of_them(monkeypatch: py
     assert _child_env(None, 2)["OMP_NUM_THREADS"] == "3"
 
 
-def test_spec_refuses_bad_accumulation_and_bucket_settings(tmp_path: Path):
+def test_the_entry_point_refuses_an_invalid_spec_with_the_contracts_model_naming_each_field(tmp_path: Path):
+    """One model is the spec: the contract builds it, the launcher writes it, every rank validates it."""
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({**SPEC, "accumulation_steps": 0, "bucket_cap_mb": -1}))
-    with pytest.raises(ValueError, match=r"accumulation_steps must be an integer >= 1, got 0.*bucket_cap_mb must "
-                                         r"be a number > 0, got -1"):
-        ddp.load_spec(path)
+    with pytest.raises(ValueError, match=r"invalid: accumulation_steps: Input should be greater than or equal to 1; "
+                                         r"bucket_cap_mb: Input should be greater than 0"):
+        ddp.main(["--data", str(tmp_path / "never-read.parquet"), "--out", str(tmp_path / "out"), "--spec", str(path)])
+    for bad, field in (({**SPEC, "epochs": 2.5}, "epochs: Input should be a valid integer"),
+                       ({**SPEC, "epoch": 3}, "epoch: Extra inputs are not permitted"),
+                       ({k: v for k, v in SPEC.items() if k != "label"}, "label: Field required"),
+                       ({**SPEC, "validation_fraction": 1.0}, "validation_fraction: Input should be less than 1"),
+                       ({**SPEC, "numeric": [], "categorical": []}, "no features")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=field):
+            ddp.load_spec(path)
+    # The launcher validates with the same model before anything starts.
+    with pytest.raises(ValueError, match="epochs"):
+        LocalTorchrunLauncher(nproc_per_node=1, timeout_s=5).launch(tmp_path / "d.parquet", tmp_path / "run",
+                                                                    {**SPEC, "epochs": 0})
+    assert not (tmp_path / "run" / "spec.json").exists()
     path.write_text(json.dumps({k: v for k, v in SPEC.items() if k not in ("accumulation_steps",)}))
-    assert ddp.load_spec(path)["accumulation_steps"] == 1 and ddp.load_spec(path)["bucket_cap_mb"] == 25.0
+    spec = ddp.load_spec(path)
+    assert spec.accumulation_steps == 1 and spec.bucket_cap_mb == 25.0 and spec.lr_step_epochs == 10
+
+
+def test_the_contracts_spec_is_what_the_entry_point_reads(tmp_path: Path):
+    contract = load_contract()
+    path = tmp_path / "spec.json"
+    path.write_text(contract.training_spec.model_dump_json())
+    spec = ddp.load_spec(path)
+    assert spec == contract.training_spec
+    assert (spec.epochs, spec.batch_size, spec.hidden) == (contract.training.epochs, contract.training.batch_size,
+                                                          contract.training.hidden)
+    assert spec.numeric == contract.numeric_features and spec.categorical == contract.categorical_features
+    assert spec.validation_fraction == contract.datasets.validation_fraction
 
 
 @pytest.fixture
