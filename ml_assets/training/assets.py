@@ -1,7 +1,6 @@
 """Dagster wiring for the training group: model_checkpoint."""
 
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -11,21 +10,15 @@ import pandas as pd
 
 from ml_assets.alerts import Alert
 from ml_assets.contract import Contract
-from ml_assets.contract.model import TrainingSpec
 from ml_assets.datasets.assets import TRAINING_KEY, TRAINING_MANIFEST
 from ml_assets.metadata import md_table
 from ml_assets.resources import AlertSinkResource, StorageResource, TrainingLauncherResource
+from ml_assets.training.checkpoint import LATEST, RUNS_PREFIX, run_key
 from ml_assets.training.launcher import TrainingFailed
 
 GROUP = "training"
-LATEST = "model_checkpoint/latest.json"
-# Durable checkpoints and outputs of each training run, in the lake (local directory or S3 prefix): T1.
-RUNS_PREFIX = "model_checkpoint/runs"
 
-
-def run_key(training_hash: str, spec: TrainingSpec) -> str:
-    """Same data + same spec = same checkpoint directory, so a re-run resumes (T1)."""
-    return hashlib.sha256((training_hash + json.dumps(spec.model_dump(), sort_keys=True)).encode()).hexdigest()[:16]
+__all__ = ["LATEST", "RUNS_PREFIX", "build", "run_key"]
 
 
 def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | None = None
