@@ -98,6 +98,16 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".4f", max_rows: int = 50) -> dg.
     return table(df, max_rows=max_rows)
 
 
+def link(url: str) -> dg.UrlMetadataValue:
+    """A clickable URL in the UI (for plain modules that build metadata without touching dagster)."""
+    return dg.MetadataValue.url(url)
+
+
+def path(location: str) -> dg.PathMetadataValue:
+    """A file or lake path, shown as a path in the UI."""
+    return dg.MetadataValue.path(location)
+
+
 def partition_metadata(context: dg.AssetExecutionContext, partition: str, metadata: Mapping[str, Any],
                        asset_key: dg.AssetKey | str | None = None) -> None:
     """Metadata that belongs to one partition's materialization (numbers rounded for people).

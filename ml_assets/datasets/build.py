@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ml_assets.contract import Contract
+from ml_assets.metadata import num
 
 
 class GoldenSetError(ValueError):
@@ -182,3 +183,53 @@ def disjointness(training: pd.DataFrame, golden: pd.DataFrame, contract: Contrac
         "violations": violations,
         "examples": sorted(shared_entities)[:5] if holdout == "entity" else [],
     }
+
+
+def dataset_stats(df: pd.DataFrame, contract: Contract) -> dict:
+    """Rows, classes, entities and date range of a labelled set (its manifest and its metadata)."""
+    pos = int((df[contract.label] == contract.labels.positive).sum())
+    return {"rows": len(df), "positives": pos, "negatives": len(df) - pos,
+            "positive_rate": num(pos / max(len(df), 1)),
+            "entities": int(df[contract.entity].nunique()),
+            "date_from": str(df[contract.timestamp].min().date()), "date_to": str(df[contract.timestamp].max().date())}
+
+
+def latest_day(rows: pd.DataFrame, contract: Contract) -> str | None:
+    """The newest labelled day (ISO), None when there are no rows."""
+    return rows[contract.timestamp].max().date().isoformat() if len(rows) else None
+
+
+def golden_manifest(golden: pd.DataFrame, contract: Contract, version: str, start: dt.date, end: dt.date,
+                    reason: str) -> GoldenManifest:
+    """The manifest of a golden set frozen now over `start` .. `end`."""
+    g = contract.datasets.golden
+    stats = dataset_stats(golden, contract)
+    return GoldenManifest(
+        version=version, window_start=start.isoformat(), window_end=end.isoformat(), entity_fraction=g.entity_fraction,
+        seed=g.seed, rows=stats["rows"], positives=stats["positives"], negatives=stats["negatives"],
+        content_hash=content_hash(golden), created_at=dt.datetime.now(dt.UTC).isoformat(), holdout=g.holdout,
+        base_version=g.version, reason=reason)
+
+
+def no_training_rows(golden: GoldenManifest) -> str:
+    return (f"no labelled rows outside golden set {golden.version} ({golden.window_start} .. "
+            f"{golden.window_end}); deliver more days")
+
+
+def partitions_of(df: pd.DataFrame, contract: Contract) -> list[str]:
+    """The days (ISO) a set's rows fall on, sorted."""
+    return sorted({str(d) for d in df[contract.timestamp].dt.date.unique()})
+
+
+def training_manifest(training: pd.DataFrame, golden: GoldenManifest, excluded: dict[str, str],
+                      contract: Contract) -> dict:
+    """What training_set writes next to its data: its content hash, golden version, days and stats."""
+    return {"content_hash": content_hash(training), "golden_version": golden.version,
+            "partitions": partitions_of(training, contract), **dataset_stats(training, contract),
+            "excluded_days": excluded, "training_window_days": contract.datasets.training_window_days,
+            "created_at": dt.datetime.now(dt.UTC).isoformat()}
+
+
+def rows_missing_features(training: pd.DataFrame, contract: Contract) -> int:
+    """F2: labelled rows that found no point-in-time feature row (any feature null)."""
+    return int(training[contract.feature_names].isna().any(axis=1).sum())

@@ -6,12 +6,21 @@ Plain functions over an ObjectStore; the Dagster wiring is in assets.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from ml_assets.contract import Contract
-from ml_assets.datasets.build import GoldenManifest, labeled_records
+from ml_assets.datasets.build import (
+    GoldenManifest,
+    content_hash,
+    golden_manifest,
+    golden_pool,
+    labeled_records,
+    stratified_golden,
+)
+from ml_assets.ingestion.baseline import compute_baseline, write_baseline
 from ml_assets.ingestion.ingest import TAMPERED, ingestion_verdicts, materialized_partitions, read_partitions
 from ml_assets.storage import ObjectStore
 
@@ -170,3 +179,45 @@ def plan_golden(store: ObjectStore, contract: Contract, refresh: str | None, lat
         return GoldenPlan("reuse", current["version"], f"refresh asked ({refresh}) but retraining.refresh_golden is "
                                                        f"false")
     return GoldenPlan("reuse", current["version"], "frozen")
+
+
+def reuse_golden(store: ObjectStore, version: str) -> tuple[pd.DataFrame, GoldenManifest]:
+    """A frozen golden version, verified against its manifest's hash and made the current one.
+
+    DatasetError when it cannot be read or was modified after it was frozen."""
+    golden, manifest = read_golden(store, version)
+    if content_hash(golden) != manifest.content_hash:
+        raise DatasetError(f"golden set {version} at {store.uri(golden_keys(version)[0])} no longer "
+                           f"matches the hash in its manifest: it was modified after it was frozen. Restore it "
+                           f"or bump datasets.golden.version.")
+    store.write_bytes(GOLDEN_CURRENT, json.dumps({"version": manifest.version, "base_version":
+                                                  manifest.base_version or manifest.version,
+                                                  "window_end": manifest.window_end}).encode())
+    return golden, manifest
+
+
+def freeze_golden(store: ObjectStore, contract: Contract, rows: pd.DataFrame, version: str, reason: str,
+                  join_features: Callable[[pd.DataFrame], pd.DataFrame]) -> tuple[pd.DataFrame, GoldenManifest]:
+    """Sample, join features to and write a new golden version from the labelled `rows`.
+
+    `join_features` is the point-in-time join (Feast); GoldenSetError when the data cannot supply the set."""
+    pool, start, end = golden_pool(rows, contract)
+    sampled = stratified_golden(pool, contract, version)
+    golden = join_features(sampled)
+    manifest = golden_manifest(golden, contract, version, start, end, reason)
+    write_golden(store, golden, manifest)
+    golden.attrs["golden_scope"] = {"holdout": manifest.holdout, "window": (manifest.window_start, manifest.window_end)}
+    return golden, manifest
+
+
+def write_training(store: ObjectStore, training: pd.DataFrame, manifest: dict) -> None:
+    """The current training set, its copy by content hash (lineage, T4) and its manifest."""
+    store.write_parquet(TRAINING_KEY, training)
+    store.write_parquet(training_version_key(manifest["content_hash"]), training)
+    store.write_bytes(TRAINING_MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+def update_baseline(store: ObjectStore, contract: Contract, partitions: list[str]) -> tuple[str, int]:
+    """D2: new partitions are compared with the stats of the data trained on. Returns (where, rows)."""
+    baseline = compute_baseline(read_partitions(store, "raw_transactions", partitions), contract, partitions)
+    return write_baseline(store, baseline), baseline["rows"]

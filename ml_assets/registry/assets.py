@@ -3,42 +3,19 @@ rollback job's op."""
 
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
-from ml_assets import links
 from ml_assets.alerts import Alert
 from ml_assets.contract import Contract
-from ml_assets.datasets.assets import (
-    TRAINING_MANIFEST,
-    golden_keys,
-    load_golden,
-    load_training_by_hash,
-    training_version_key,
-)
-from ml_assets.metadata import md_table, table
-from ml_assets.registry import gates
-from ml_assets.registry.describe import model_description, version_description
-from ml_assets.registry.importance import IMPORTANCE_TAG, permutation_importance
-from ml_assets.registry.importance import shares as importance_shares
-from ml_assets.registry.importance import to_tag as importance_tag
-from ml_assets.registry.mlflow_registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
-    DatasetRef,
-    IntegrityError,
-    code_version,
-    pip_requirements,
-)
-from ml_assets.registry.promotion import Decision, assess, baseline_tags, golden_dataset, promote_if_passing
-from ml_assets.registry.pyfunc import PipelineModel
+from ml_assets.datasets.assets import TRAINING_MANIFEST, golden_keys, load_golden, load_training_by_hash
+from ml_assets.registry import gates, register, report
+from ml_assets.registry.mlflow_registry import CHAMPION, PREVIOUS, IntegrityError
+from ml_assets.registry.promotion import Decision, assess, baseline_tags, promote_if_passing, verification_error
 from ml_assets.resources import AlertSinkResource, MLflowResource, StorageResource
-from ml_assets.training.assets import LATEST
+from ml_assets.training.checkpoint import LATEST
 
 GROUP = "registry"
 # Blocking checks on registered_model; each gate names the check it counts towards (GateResult.check).
@@ -54,61 +31,17 @@ REGISTERED_CHECKS = {
 }
 
 
-def _decision_metadata(decision: Decision) -> dict:
-    meta = {
-        "decision": "promote" if decision.passed else "reject",
-        "comparison": md_table(decision.side_by_side()),
-        "gates": md_table(decision.table()),
-        "failed_gates": ", ".join(decision.failed()) or "none",
-        "golden_version": decision.golden_version,
-    }
-    if decision.slices is not None:
-        meta["slices"] = md_table(decision.slices)
-    fair = [g for g in decision.gates if g.check == gates.FAIRNESS]
-    if fair:
-        meta["fairness"] = fair[0].detail
-    return meta
-
-
 def _alert_incidents(decision: Decision, alerts: AlertSinkResource, context: dg.AssetExecutionContext,
                      step: str) -> None:
     """A champion that fails its integrity check is a security incident: one alert per decision that found it."""
     for incident in decision.incidents:
         alerts.send(Alert(kind="model_integrity", summary=incident[:300], run_id=context.run.run_id,
-                          job=context.job_name, steps=[step], error=incident,
-                          details={"challenger_version": decision.challenger, "champion_version": decision.champion,
-                                   "golden_version": decision.golden_version}))
+                          job=context.job_name, steps=[step], error=incident, details=report.incident_details(decision)))
 
 
 def _check_results(decision: Decision, contract: Contract) -> list[dg.AssetCheckResult]:
-    out = []
-    for name in REGISTERED_CHECKS:
-        judged_gates = [g for g in decision.gates if g.check == name]
-        if judged_gates:
-            judged = Decision(decision.challenger, decision.champion, decision.golden_version, judged_gates)
-            passed = judged.passed
-            meta = {"gates": md_table(judged.side_by_side()), "reasons": " | ".join(judged.reasons) or "none"}
-        elif name == gates.FAIRNESS and not contract.slices.sensitive_attribute:
-            passed, meta = True, {"note": "the contract declares no slices.sensitive_attribute"}
-        else:  # not evaluated: the artifact was refused before any scoring
-            passed, meta = False, {"reasons": "not evaluated: " + " | ".join(decision.reasons)}
-        out.append(dg.AssetCheckResult(check_name=name, asset_key="registered_model", passed=passed, metadata=meta))
-    return out
-
-
-def _record_importance(registry, version: str, golden: pd.DataFrame, contract: Contract) -> dict:
-    """M1: permutation importance on the golden set, recorded on the version (drift_report weighs by it)."""
-    try:
-        model, _ = registry.load_verified(version)
-    except IntegrityError:
-        return {"feature_importance": "not computed: the artifact failed its integrity check"}
-    y = (golden[contract.label] == contract.labels.positive).astype(int).to_numpy()
-    raw = permutation_importance(model, golden, contract.feature_names, y)
-    registry.tag_version(version, {IMPORTANCE_TAG: importance_tag(raw)})
-    share = importance_shares(raw)
-    rows = sorted(({"feature": f, "auc_drop_when_shuffled": raw[f], "share": share[f]} for f in raw),
-                  key=lambda r: -r["share"])
-    return {"feature_importance": table(pd.DataFrame(rows))}
+    return [dg.AssetCheckResult(check_name=name, asset_key="registered_model", passed=passed, metadata=meta)
+            for name, passed, meta in report.check_verdicts(decision, contract, REGISTERED_CHECKS)]
 
 
 def build(contract: Contract) -> list[dg.AssetsDefinition]:
@@ -128,86 +61,24 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         latest = json.loads(store.read_bytes(LATEST))
         training = json.loads(store.read_bytes(TRAINING_MANIFEST))
         golden, golden_manifest = load_golden(store, contract)
-        if latest["training_hash"] != training["content_hash"]:
-            raise dg.Failure("model_checkpoint was trained on a different training_set than the current one "
-                             f"({latest['training_hash'][:12]} vs {training['content_hash'][:12]}); re-run training")
-        if "artifacts_prefix" not in latest:
-            raise dg.Failure(f"{LATEST} was written before checkpoints were kept in the lake and names no "
-                             "artifacts_prefix; re-materialize model_checkpoint (it resumes, nothing is retrained "
-                             "twice)")
-        # The artifacts come from the lake, not from the training step's disk: on Kubernetes every step is a pod.
-        out_dir = Path(tempfile.mkdtemp(prefix="registered_model-"))
-        for name in ("model.pt", "preprocessor.json", "result.json", "metrics.jsonl"):
-            (out_dir / name).write_bytes(store.read_bytes(f"{latest['artifacts_prefix']}/{name}"))
-        r = latest["result"]
+        if problem := register.stale_checkpoint(latest, training):
+            raise dg.Failure(problem)
         registry = mlflow.registry()
-        tags = {
-            "training_set_hash": training["content_hash"],
-            "training_partitions": f"{training['partitions'][0]}..{training['partitions'][-1]}",
-            "training_date_range": f"{training['date_from']}..{training['date_to']}",
-            "training_rows": training["rows"],
-            "golden_version": golden_manifest.version,
-            "golden_hash": golden_manifest.content_hash,
-            "code_version": code_version(),
-            "dagster_run_id": context.run.run_id,
-            "checkpoint_run_key": latest["run_key"],
-            # The run that trained may be an earlier one than the run that registers (resumed or re-registered).
-            "training_dagster_run_id": latest["dagster_run_id"],
-            "checkpoint_uri": latest["checkpoint_uri"],
-            "contract": contract.name,
-            "threshold": r["threshold"],
-        }
-        example = golden[contract.feature_names].head(5)
+        tags = register.lineage_tags(latest, training, golden_manifest, contract, context.run.run_id)
         training_data = load_training_by_hash(store, training["content_hash"])
-        golden_source = store.uri(golden_keys(golden_manifest.version)[0])
-        golden_ref = golden_dataset(golden, golden_manifest.version, contract, golden_source)
-        inputs = [golden_ref]
-        if training_data is not None:
-            inputs.insert(0, DatasetRef(name="training_set", source=store.uri(training_version_key(
-                training["content_hash"])), digest=training["content_hash"], context="training",
-                frame=training_data, targets=contract.label))
-        ref = registry.register(
-            python_model=PipelineModel(),
-            artifacts={"weights": str(out_dir / "model.pt"), "preprocessor": str(out_dir / "preprocessor.json"),
-                       "result": str(out_dir / "result.json")},
-            input_example=example,
-            output_example=pd.DataFrame({"score": [0.5] * len(example), "prediction": [0] * len(example)}),
-            pip_requirements=pip_requirements(),
-            params={k: v for k, v in r.items() if k in ("epochs", "world_size", "backend", "hidden", "threshold")}
-            | {"learning_rate": contract.training.learning_rate, "batch_size": contract.training.batch_size,
-               "accumulation_steps": contract.training.accumulation_steps, "seed": contract.training.seed},
-            metrics={k: r[k] for k in ("val_auc", "val_ap", "val_precision", "val_recall") if r.get(k) is not None},
-            epoch_metrics=[json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()
-                           if line.strip()] if (out_dir / "metrics.jsonl").exists() else [],
-            tags=tags,
-            run_name=f"train-{latest['run_key']}",
-            inputs=inputs,
-            description=version_description(r, training, golden_manifest.version, golden_manifest.content_hash,
-                                            tags["code_version"]),
-            model_description=model_description(contract),
-        )
-        shutil.rmtree(out_dir, ignore_errors=True)  # MLflow holds its own copy now
+        inputs = register.dataset_inputs(store, training, training_data, golden, golden_manifest, contract)
+        ref = register.register_checkpoint(registry, store, latest, training, tags, inputs, golden, golden_manifest,
+                                           contract)
         decision = assess(registry, ref, registry.alias(CHAMPION), golden, golden_manifest.version, contract,
-                          training_data=lambda digest: training_data if digest == training["content_hash"]
-                          else load_training_by_hash(store, digest), log=context.log.error)
+                          training_data=register.training_lookup(store, training["content_hash"], training_data),
+                          log=context.log.error)
         _alert_incidents(decision, alerts, context, "registered_model")
         golden_metrics = baseline_tags(golden_manifest.version, decision.challenger_metrics)
-        registry.record_golden_metrics(ref.version, golden_metrics, golden_ref)
-        importance = _record_importance(registry, ref.version, golden, contract)
-        yield dg.MaterializeResult(metadata={
-            "model_name": ref.name,
-            "version": ref.version,
-            "alias": CHALLENGER,
-            "model_uri": ref.uri,
-            "mlflow_run": dg.MetadataValue.url(links.mlflow_run_url(ref.run_id, registry.experiment_id()))
-            if ref.run_id else "",
-            "mlflow_model_version": dg.MetadataValue.url(links.mlflow_model_version_url(ref.name, ref.version)),
-            "artifact_sha256": ref.tags.get("artifact_sha256", ""),
-            **{k: str(v) for k, v in tags.items()},
-            **golden_metrics,
-            **_decision_metadata(decision),
-            **importance,
-        })
+        registry.record_golden_metrics(ref.version, golden_metrics, inputs[-1])
+        importance = register.record_importance(registry, ref.version, golden, contract)
+        experiment_id = registry.experiment_id() if ref.run_id else None
+        yield dg.MaterializeResult(metadata=report.registered_metadata(ref, experiment_id, tags, golden_metrics,
+                                                                       decision, importance))
         yield from _check_results(decision, contract)
 
     @dg.asset(
@@ -237,37 +108,16 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
             _alert_incidents(decision, alerts, context, "champion_model")
         current = registry.alias(CHAMPION)
         if current is None:
-            raise dg.Failure(f"no champion: the first challenger v{result.challenger.version} was refused: "
-                             + " | ".join(decision.reasons if decision else []))
+            raise dg.Failure(report.no_champion(result))
         if decision is not None and not decision.passed:
             context.log.error("challenger v%s refused; champion stays v%s: %s", result.challenger.version,
                               current.version, " | ".join(decision.reasons))
-        try:
-            registry.verify(current.version, Path(context.instance.storage_directory()) / "tmp" / "champion")
-            verified_error = ""
-        except IntegrityError as e:
-            verified_error = str(e)
-        meta = {
-            "outcome": result.outcome,
-            "champion_version": current.version,
-            "champion_link": dg.MetadataValue.url(links.mlflow_model_version_url(current.name, current.version)),
-            "challenger_version": result.challenger.version,
-            "previous_champion": result.previous_champion.version if result.previous_champion else "none",
-            "golden_version": golden_manifest.version,
-            **{f"alias_{k}": v for k, v in registry.aliases().items()},
-            **{f"champion_{k}": float(v) for k, v in current.tags.items()
-               if k.startswith(f"golden_{golden_manifest.version}_")},
-        }
-        if result.rebaselined:
-            meta["rebaselined"] = "; ".join(f"v{v} on golden {golden_manifest.version}: roc_auc "
-                                            f"{m.get('roc_auc') or float('nan'):.4f}" for v, m in result.rebaselined.items())
-        if decision is not None:
-            meta.update(_decision_metadata(decision))
-            meta["reasons"] = " | ".join(decision.reasons) or "all gates passed"
-        yield dg.MaterializeResult(metadata=meta)
+        error = verification_error(registry, current.version,
+                                   Path(context.instance.storage_directory()) / "tmp" / "champion")
+        yield dg.MaterializeResult(metadata=report.champion_metadata(result, current, registry.aliases(),
+                                                                     golden_manifest.version))
         yield dg.AssetCheckResult(check_name="champion_serves_verified_artifact", asset_key="champion_model",
-                                  passed=not verified_error,
-                                  metadata={"champion_version": current.version, "error": verified_error})
+                                  passed=not error, metadata={"champion_version": current.version, "error": error})
 
     return [registered_model, champion_model]
 

@@ -417,3 +417,12 @@ def rebaseline_champion(registry: Registry, golden: pd.DataFrame, golden_version
     if champion is None:
         return None
     return champion.version, baseline(registry, champion.version, golden, golden_version, contract)
+
+
+def verification_error(registry: Registry, version: str, dest: Path) -> str:
+    """P6/P8: why `version`'s artifact does not verify against its registered sha256 ('' when it does)."""
+    try:
+        registry.verify(version, dest)
+    except IntegrityError as e:
+        return str(e)
+    return ""
