@@ -12,6 +12,7 @@ fraction of the time.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import os
 import tempfile
@@ -21,6 +22,15 @@ import pandas as pd
 
 REPORT_ROWS = 5000
 """Rows sampled from each side for the HTML report (the decision itself uses every row)."""
+REPORT_STATUSES = ("act", "bug", "watch")
+
+
+def worth_rendering(day: str, status: str, previous_status: str | None, always: bool) -> bool:
+    """The days a person opens a drift report for: a new watch/act episode (the first day of it), every
+    day with bug signals, and a weekly look (Mondays); a drift that persists is not re-rendered daily."""
+    if always or status == "bug" or dt.date.fromisoformat(day).weekday() == 0:
+        return True
+    return status in REPORT_STATUSES and status != previous_status
 
 
 def verdict_html(verdict: dict) -> str:
