@@ -27,7 +27,7 @@ import json
 import statistics
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -52,6 +52,7 @@ from ml_assets.ingestion.validate import (
     validate_labels,
     validate_records,
 )
+from ml_assets.metadata import Outcome
 from ml_assets.retry import with_retries
 from ml_assets.storage import LocalStore, ObjectStore, sha256_bytes, table_to_parquet_bytes
 
@@ -595,6 +596,39 @@ def drop_staged(lake: ObjectStore, reports: list[IngestReport]) -> None:
 def drop_staging(lake: ObjectStore, prefix: str) -> None:
     """Remove everything under a run's staging prefix."""
     lake.delete_prefix(prefix)
+
+
+def check_records(outcomes: Mapping[str, Mapping[str, Outcome]], partition: str,
+                  blocking: Mapping[str, bool]) -> dict[str, dict]:
+    """Each check's outcome for one partition, as its ingestion record keeps it (`status_record`)."""
+    return {name: {"passed": o[partition].passed, "description": o[partition].description,
+                   "blocking": blocking[name]} for name, o in outcomes.items() if partition in o}
+
+
+def ingest_run(kind: str, asset: str, landing: ObjectStore, lake: ObjectStore, contract: Contract,
+               partitions: list[str], run_id: str,
+               judge: Callable[[list[IngestReport]], dict[str, dict[str, Outcome]]],
+               blocking: Mapping[str, bool], baseline: dict | None = None,
+               ) -> tuple[list[IngestReport], dict[str, dict[str, Outcome]]]:
+    """Stage every partition of a run, judge its checks, then publish them all with their records (D6).
+
+    Any error drops the run's staging (the partitions staged before it are not published either)
+    and propagates: the caller decides what it means for the step.
+    """
+    staging = staging_prefix(run_id)
+    reports: list[IngestReport] = []
+    try:
+        for pk in partitions:
+            reports.append(stage_partition(kind, landing, lake, contract, pk, asset, staging, baseline,
+                                           in_run=reports))
+        outcomes = judge(reports)
+        statuses = {r.partition: status_record(r, check_records(outcomes, r.partition, blocking), run_id)
+                    for r in reports}
+        publish_partitions(lake, reports, statuses, asset)
+    except Exception:
+        drop_staging(lake, staging)
+        raise
+    return reports, outcomes
 
 
 def clean_stale_staging(lake: ObjectStore, is_active: Callable[[str], bool]) -> list[str]:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
 
 from ml_assets.contract import Contract
 from ml_assets.ingestion.validate import SUPPORTED_FORMATS
+from ml_assets.metadata import table
 from ml_assets.storage import ObjectStore, sha256_bytes
 
 ON_TIME, COMPLETE, LATE = "on_time", "complete", "late"
@@ -92,3 +96,15 @@ def landing_data_version(surveys: list[SourceSurvey]) -> str:
     for s in surveys:
         h.update(f"{s.role}:{s.newest}:{s.newest_sha256}:{len(s.partitions)}\n".encode())
     return h.hexdigest()[:24]
+
+
+def landing_metadata(surveys: list[SourceSurvey], state: str, contract: Contract, expected: list[str]) -> dict[str, Any]:
+    """What an observation of the landing zone tells a person: its state, each source's newest day and gaps."""
+    return {
+        "delivery_state": state,
+        "threshold_freshness_hours": contract.thresholds.freshness_hours,
+        "expected_newest_partition": expected[-1] if expected else "none",
+        "sources": table(pd.DataFrame([s.row() for s in surveys])),
+        **{f"{s.role}_newest_partition": s.newest or "none" for s in surveys},
+        **{f"{s.role}_missing_partitions": len(s.missing) for s in surveys},
+    }
