@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import numpy as np
@@ -36,3 +37,18 @@ def online_offline_mismatches(store: Any, features: pd.DataFrame, contract: Cont
         if bad.any():
             mismatches.append({"feature": name, "entities": int(bad.sum()), "example": str(bad[bad].index[0])})
     return {"sampled_entities": len(entities), "mismatched_features": mismatches, "features_missing_online": missing}
+
+
+def materialize_window(partitions: list[str], ttl_days: int) -> tuple[dt.datetime, dt.datetime]:
+    """From `ttl_days` before the first materialized partition (the values still served) to the end of the last."""
+    start = dt.datetime.fromisoformat(partitions[0]).replace(tzinfo=dt.UTC) - dt.timedelta(days=ttl_days)
+    end = dt.datetime.fromisoformat(partitions[-1]).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
+    return start, end
+
+
+def consistency_verdict(consistency: dict) -> tuple[bool, dict[str, Any]]:
+    """The online_matches_offline check from `online_offline_mismatches`: passed, and its metadata."""
+    passed = not consistency["mismatched_features"] and not consistency["features_missing_online"]
+    return passed, {"sampled_entities": consistency["sampled_entities"],
+                    "mismatches": str(consistency["mismatched_features"]),
+                    "missing_online": str(consistency["features_missing_online"])}
