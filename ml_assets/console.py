@@ -79,6 +79,10 @@ def quiet_libraries(log_path: Path) -> None:
     logging.captureWarnings(True)
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    # MLflow configures its own logger (a stderr handler) when first imported: import it first, so the
+    # handlers replaced below are the ones it will keep.
+    import mlflow  # noqa: F401
+
     for name in ("py.warnings", "mlflow", "alembic", "feast", "ml_assets", "evidently"):
         lib = logging.getLogger(name)
         # MLflow (and others) attach their own stderr handler; theirs go to the file with everything else.
