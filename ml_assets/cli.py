@@ -338,8 +338,8 @@ def cmd_serve_reports(args: argparse.Namespace) -> int:
           flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C is how a person stops it
+        print("report server stopped", flush=True)
     finally:
         server.server_close()
     return 0

@@ -91,6 +91,26 @@ def _partitions(start: dt.date, days: int) -> str:
 # ---- (a) Elec2-like ----------------------------------------------------------------------
 
 
+def _training_and_limits(batch_size: int = 128) -> str:
+    """The contract's training block and the limits every shape shares, up to its own gates."""
+    return f"""training:
+  epochs: 6
+  batch_size: {batch_size}
+  learning_rate: 0.003
+  hidden: [32, 16]
+  seed: 42
+  nproc_per_node: 2
+  checkpoint_every: 2
+  expected_minutes: 3
+thresholds:
+  null_rate_max: 0.01
+  quarantine_rate_max: 0.05
+  completeness_min: 0.999
+  freshness_hours: 26
+  gates:
+"""
+
+
 def elec2_like(home: Path, *, days: int = 60, start: dt.date = dt.date(2026, 1, 5), constant_days: int = 20,
                drift_start: int = 35, drift_days: int = 15, drift_weight: float = 0.6, delay: int = 1,
                seed: int = 2) -> Shape:
@@ -176,22 +196,7 @@ datasets:
     negatives_per_positive: 1
     seed: 7
   validation_fraction: 0.2
-training:
-  epochs: 6
-  batch_size: 128
-  learning_rate: 0.003
-  hidden: [32, 16]
-  seed: 42
-  nproc_per_node: 2
-  checkpoint_every: 2
-  expected_minutes: 3
-thresholds:
-  null_rate_max: 0.01
-  quarantine_rate_max: 0.05
-  completeness_min: 0.999
-  freshness_hours: 26
-  gates:
-    precision_min: 0.70
+{_training_and_limits()}    precision_min: 0.70
     recall_min: 0.70
     roc_auc_min: 0.80
     bootstrap_resamples: 100
@@ -272,22 +277,7 @@ datasets:
     negatives_per_positive: 3
     seed: 7
   validation_fraction: 0.2
-training:
-  epochs: 6
-  batch_size: 128
-  learning_rate: 0.003
-  hidden: [32, 16]
-  seed: 42
-  nproc_per_node: 2
-  checkpoint_every: 2
-  expected_minutes: 3
-thresholds:
-  null_rate_max: 0.01
-  quarantine_rate_max: 0.05
-  completeness_min: 0.999
-  freshness_hours: 26
-  gates:
-    precision_min: 0.50
+{_training_and_limits()}    precision_min: 0.50
     recall_min: 0.50
     roc_auc_min: 0.75
     bootstrap_resamples: 100
@@ -374,22 +364,7 @@ datasets:
     negatives_per_positive: 3
     seed: 7
   validation_fraction: 0.2
-training:
-  epochs: 6
-  batch_size: 256
-  learning_rate: 0.003
-  hidden: [32, 16]
-  seed: 42
-  nproc_per_node: 2
-  checkpoint_every: 2
-  expected_minutes: 3
-thresholds:
-  null_rate_max: 0.01
-  quarantine_rate_max: 0.05
-  completeness_min: 0.999
-  freshness_hours: 26
-  gates:
-    precision_min: 0.50
+{_training_and_limits(256)}    precision_min: 0.50
     recall_min: 0.50
     roc_auc_min: 0.75
     bootstrap_resamples: 100

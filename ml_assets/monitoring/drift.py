@@ -39,6 +39,7 @@ from that one sort, and the reference is profiled once per run (`Reference`), no
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -70,14 +71,15 @@ def _float_values(values: np.ndarray | pd.Series) -> np.ndarray:
     return pd.Series(np.asarray(values).ravel()).to_numpy(dtype=float, na_value=np.nan)
 
 
-class _Counts:
+class _Counts(ABC):
     """What every profiled column answers: how many values, how many nulls, whether it is constant."""
 
     nulls: int
 
     @property
+    @abstractmethod
     def size(self) -> int:
-        raise NotImplementedError
+        """Non-null values."""
 
     @property
     def rows(self) -> int:
@@ -88,8 +90,9 @@ class _Counts:
         return self.nulls / self.rows if self.rows else 0.0
 
     @property
+    @abstractmethod
     def distinct_at_most_one(self) -> bool:
-        raise NotImplementedError
+        """At most one distinct non-null value."""
 
     @property
     def constant(self) -> bool:

@@ -56,6 +56,9 @@ class TrainingFailed(RuntimeError):
         super().__init__(f"{reason} (exit code {returncode}); last {len(self.output_tail)} lines of output:\n{tail}")
 
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
 def available_cpus() -> int:
     """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a container's limit,
     which the affinity mask of a Kubernetes pod does not show)."""
@@ -64,7 +67,7 @@ def available_cpus() -> int:
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
     with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
         if quota != "max":
             cpus = min(cpus, max(1, int(float(quota) / float(period))))
     return max(1, cpus)

@@ -243,9 +243,22 @@ def test_validation_metrics_equal_scikit_learns():
         assert ddp.choose_threshold(y, scores) == pytest.approx((thresholds[best], p[best], r[best]), abs=1e-12)
 
 
+def test_available_cpus_is_the_affinity_mask_capped_by_the_cgroup_quota(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path):
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(launcher, "CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5})
+    assert available_cpus() == 6  # no cgroup file (not in a container): the affinity mask
+    for quota, expected in (("max 100000", 6), ("200000 100000", 2), ("250000 100000", 2), ("50000 100000", 1),
+                            ("800000 100000", 6)):
+        cpu_max.write_text(quota + "\n")
+        assert available_cpus() == expected, quota
+    cpu_max.write_text("garbage\n")
+    assert available_cpus() == 6  # an unreadable quota does not invent a limit
+
+
 def test_ranks_share_the_cpus_instead_of_each_taking_all_of_them(monkeypatch: pytest.MonkeyPatch):
     cpus = available_cpus()
-    assert 1 <= cpus <= (os.cpu_count() or 1)
     assert threads_per_rank(1) == cpus and threads_per_rank(cpus * 4) == 1
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert _child_env(None, 2)["OMP_NUM_THREADS"] == str(max(1, cpus // 2))
