@@ -27,9 +27,10 @@ FIRST, LAST = "2026-01-01", "2026-01-20"
 
 
 @contextlib.contextmanager
-def applied_env(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration (restored after, also on failure)."""
-    old = {k: os.environ.get(k) for k in values}
+def applied_env(values: dict[str, str], also_restore: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set environment variables for the duration (restored after, also on failure), and restore
+    `also_restore`, which the code under test may set itself (e.g. DAGSTER_HOME)."""
+    old = {k: os.environ.get(k) for k in [*values, *also_restore]}
     os.environ.update(values)
     try:
         yield

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +17,7 @@ from ml_assets.settings import Settings
 from ml_assets.simulate.generator import SimulationConfig, simulate
 from ml_assets.storage import LocalStore
 from ml_assets_tests.conftest import write_contract
+from ml_assets_tests.staging import applied_env
 from ml_assets_tests.test_definitions import EXPECTED, SOURCES
 
 DAYS = 20
@@ -38,20 +38,12 @@ def pipeline(tmp_path_factory):
     )
     settings = Settings(env="local", home=home, contract_path=contract_path)
     sim = simulate(settings.landing_dir, SimulationConfig(start_date=dt.date(2026, 1, 1), days=DAYS, n_cards=2500))
-    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "ML_ASSETS_HOME")}
-    os.environ["ML_ASSETS_HOME"] = str(home)
-    try:
-        (home / "dagster_home").mkdir()
-        with dg.instance_for_test(temp_dir=str(home / "dagster_home")) as instance:
-            result, first, last = run_graph(settings, instance=instance)
-            yield {"settings": settings, "result": result, "sim": sim, "first": first, "last": last,
-                   "contract": load_contract(contract_path), "instance": instance}
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    (home / "dagster_home").mkdir()
+    with applied_env({"ML_ASSETS_HOME": str(home)}, also_restore=("DAGSTER_HOME",)), \
+            dg.instance_for_test(temp_dir=str(home / "dagster_home")) as instance:
+        result, first, last = run_graph(settings, instance=instance)
+        yield {"settings": settings, "result": result, "sim": sim, "first": first, "last": last,
+               "contract": load_contract(contract_path), "instance": instance}
 
 
 def lake(p) -> LocalStore:

@@ -11,7 +11,6 @@ Small simulated worlds, each replayed from scratch on a real Dagster instance:
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +24,7 @@ from ml_assets.replay import TIMELINE_CSV, TIMELINE_PNG
 from ml_assets.settings import Settings
 from ml_assets.simulate.generator import SimulationConfig, simulate
 from ml_assets_tests.conftest import write_contract
+from ml_assets_tests.staging import applied_env
 
 pytestmark = pytest.mark.slow
 BOOTSTRAP = 18
@@ -48,19 +48,15 @@ def replay_world(root: Path, scenario: str, days: int, cards: int = 2000, start_
     source = root / "source"
     simulate(source, SimulationConfig(start_date=dt.date(2026, 1, 1), days=days, n_cards=cards, scenario=scenario,
                                       scenario_start_day=start_day, scenario_days=scenario_days, ramp_days=ramp_days))
-    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "ML_ASSETS_HOME", "ML_ASSETS_CONTRACT")}
-    os.environ.update(ML_ASSETS_HOME=str(home), ML_ASSETS_CONTRACT=str(contract_path))
     (home / "dagster_home").mkdir()
-    try:
-        with dg.instance_for_test(temp_dir=str(home / "dagster_home")) as instance:
-            lines = run_replay(settings, source, BOOTSTRAP, instance=instance, log=lambda _: None)
-            retrains = instance.get_runs(filters=dg.RunsFilter(job_name="retrain"))
-            daily = instance.get_runs(filters=dg.RunsFilter(job_name="daily_ingest"))
-            yield {"lines": lines, "settings": settings, "contract": load_contract(contract_path),
-                   "retrains": retrains, "daily": daily, "alerts": read_alerts(settings.alerts_path)}
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with applied_env({"ML_ASSETS_HOME": str(home), "ML_ASSETS_CONTRACT": str(contract_path)},
+                     also_restore=("DAGSTER_HOME",)), \
+            dg.instance_for_test(temp_dir=str(home / "dagster_home")) as instance:
+        lines = run_replay(settings, source, BOOTSTRAP, instance=instance, log=lambda _: None)
+        retrains = instance.get_runs(filters=dg.RunsFilter(job_name="retrain"))
+        daily = instance.get_runs(filters=dg.RunsFilter(job_name="daily_ingest"))
+        yield {"lines": lines, "settings": settings, "contract": load_contract(contract_path),
+               "retrains": retrains, "daily": daily, "alerts": read_alerts(settings.alerts_path)}
 
 
 @pytest.fixture(scope="module")
