@@ -16,14 +16,11 @@ bench/results/drift_stats.json. Not a test: measured and reported.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import machine, save
 from scipy import stats
 
 
@@ -100,7 +97,7 @@ def main() -> None:
         assert abs(got[0] - psi) < 1e-9 and abs(got[1] - stat) < 1e-9 and abs(got[2] - p) <= 1e-9 * max(p, 1e-300), \
             (c, got, (psi, stat, p))
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "machine": machine(),
         "rows": args.rows, "reference_rows": args.reference_rows, "features": "16 numeric + 4 categorical",
         "naive_numpy_s": round(t_naive, 3),
         "project_first_day_s": round(t_first, 3),
@@ -120,10 +117,7 @@ def main() -> None:
     for k in ("naive_numpy_s", "project_first_day_s", "project_next_day_s", "evidently_preset_s"):
         if k in result:
             print(f"{k:28}{result[k]:>10}")
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "drift_stats.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    save("drift_stats", result)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import platform
-import shutil
-import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
+
+from _common import machine, save, scratch_home
 
 
 def main() -> None:
@@ -28,11 +24,7 @@ def main() -> None:
     parser.add_argument("--cards", type=int, default=4000)
     parser.add_argument("--home", default=None, help="scratch ML_ASSETS_HOME (default: a new temp dir)")
     args = parser.parse_args()
-    home = Path(args.home or tempfile.mkdtemp(prefix="ml_assets_bench_"))
-    if home.exists():
-        shutil.rmtree(home)
-    os.environ["ML_ASSETS_HOME"] = str(home)
-    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
+    scratch_home(args.home)
 
     import dagster as dg
 
@@ -69,15 +61,13 @@ def main() -> None:
     for step, seconds in per_step.items():
         per_group[group_of.get(step, "other")] += seconds
     report = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "days": args.days, "cards": args.cards, "rows": sim.rows, "partitions": f"{first}..{last}",
         "simulate_s": round(simulate_s, 1), "graph_run_s": round(graph_s, 1),
         "per_group_s": {g: round(s, 1) for g, s in sorted(per_group.items(), key=lambda kv: -kv[1])},
         "per_asset_s": {a: round(s, 1) for a, s in sorted(per_step.items(), key=lambda kv: -kv[1])},
     }
-    out = Path(__file__).parent / "results" / "graph_timing.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = save("graph_timing", report)
     print(f"{sim.rows} rows, {args.days} days: simulate {simulate_s:.1f}s, graph run {graph_s:.1f}s")
     for group, seconds in report["per_group_s"].items():
         print(f"  {group:<12} {seconds:7.1f}s")

@@ -12,13 +12,9 @@ printed and written to bench/results/replay_timing.json. Not a test: measured an
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shutil
-import tempfile
 import time
-from pathlib import Path
+
+from _common import machine, save, scratch_home
 
 
 def main() -> None:
@@ -27,11 +23,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=None, help="simulated days (default: the demo's)")
     parser.add_argument("--cards", type=int, default=None, help="cards (default: the demo's)")
     args = parser.parse_args()
-    home = Path(args.home or tempfile.mkdtemp(prefix="ml_assets_bench_"))
-    if home.exists():
-        shutil.rmtree(home)
-    os.environ["ML_ASSETS_HOME"] = str(home)
-    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
+    home = scratch_home(args.home)
 
     import pandas as pd
 
@@ -47,7 +39,7 @@ def main() -> None:
     plain = timeline[timeline["sensor"] != "requested"]["seconds"]
     retrain = timeline[timeline["sensor"] == "requested"]["seconds"]
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end",
+        "machine": f"{machine()} at the end",
         "exit_code": code,
         "total_s": round(total, 1),
         "days_played": len(timeline),
@@ -58,10 +50,7 @@ def main() -> None:
         "bootstrap_and_simulation_s": round(total - float(timeline["seconds"].sum()), 1),
         "goal_day_s": 15,
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "replay_timing.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    save("replay_timing", result)
 
 
 if __name__ == "__main__":

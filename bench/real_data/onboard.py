@@ -91,17 +91,18 @@ def iso(ts: pd.Series) -> pd.Series:
 # time as a UTC datetime column; labels as (record_id, label) with the same row order.
 
 
+def nannyml_frame(cache: Path, stem: str, target: str) -> pd.DataFrame:
+    """One of NannyML's datasets: its reference period, then its analysis period joined with its targets."""
+    names = (f"{stem}_reference.csv", f"{stem}_analysis.csv", f"{stem}_analysis_{target}.csv")
+    files = fetch(Source(*NANNYML, tuple(f"nannyml/datasets/data/{n}" for n in names)), cache)
+    analysis = pd.read_csv(files[names[1]]).merge(pd.read_csv(files[names[2]]), on="id", validate="1:1")
+    return pd.concat([pd.read_csv(files[names[0]]), analysis], ignore_index=True)
+
+
 def car_loan(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """NannyML synthetic car loans: 100k loans, ~165 a day from 2018-01-01 to 2019-08-29;
     from 2019-04 the car values jump (abrupt covariate drift) while the model barely declines."""
-    base = "nannyml/datasets/data/"
-    files = fetch(Source(*NANNYML, tuple(base + f for f in (
-        "synthetic_car_loan_reference.csv", "synthetic_car_loan_analysis.csv",
-        "synthetic_car_loan_analysis_target.csv"))), cache)
-    ref = pd.read_csv(files["synthetic_car_loan_reference.csv"])
-    ana = pd.read_csv(files["synthetic_car_loan_analysis.csv"]).merge(
-        pd.read_csv(files["synthetic_car_loan_analysis_target.csv"]), on="id", validate="1:1")
-    df = pd.concat([ref, ana], ignore_index=True)
+    df = nannyml_frame(cache, "synthetic_car_loan", "target")
     records = pd.DataFrame({
         "loan_id": "loan-" + df["id"].astype(str),
         # No customer key in the data: each loan is its own applicant.
@@ -122,14 +123,7 @@ def car_loan(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def work_from_home(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """NannyML synthetic work-from-home sample: ~41 rows a day (3..66) from 2014-05-09 to 2021-01-01;
     distance_from_office drifts gradually from 2019-Q2."""
-    base = "nannyml/datasets/data/"
-    files = fetch(Source(*NANNYML, tuple(base + f for f in (
-        "synthetic_sample_reference.csv", "synthetic_sample_analysis.csv", "synthetic_sample_analysis_gt.csv"))),
-        cache)
-    ref = pd.read_csv(files["synthetic_sample_reference.csv"])
-    ana = pd.read_csv(files["synthetic_sample_analysis.csv"]).merge(
-        pd.read_csv(files["synthetic_sample_analysis_gt.csv"]), on="id", validate="1:1")
-    df = pd.concat([ref, ana], ignore_index=True)
+    df = nannyml_frame(cache, "synthetic_sample", "gt")
     records = pd.DataFrame({
         "observation_id": "obs-" + df["id"].astype(str),
         "employee_id": "emp-" + df["id"].astype(str),  # no employee key in the data
@@ -192,14 +186,7 @@ def employment(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def california(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """NannyML's California housing (real 1990 census blocks), 24 blocks a day (one an hour)
     from 2020-10-01 to 2022-05-09; the binary target (value above the median) is the dataset's own."""
-    base = "nannyml/datasets/data/"
-    files = fetch(Source(*NANNYML, tuple(base + f for f in (
-        "california_housing_reference.csv", "california_housing_analysis.csv",
-        "california_housing_analysis_gt.csv"))), cache)
-    ref = pd.read_csv(files["california_housing_reference.csv"])
-    ana = pd.read_csv(files["california_housing_analysis.csv"]).merge(
-        pd.read_csv(files["california_housing_analysis_gt.csv"]), on="id", validate="1:1")
-    df = pd.concat([ref, ana], ignore_index=True)
+    df = nannyml_frame(cache, "california_housing", "gt")
     records = pd.DataFrame({"block_id": "blk-" + df["id"].astype(str),
                             # No district key: a rounded location groups neighbouring blocks.
                             "district": (df["Latitude"].round(0).astype(int).astype(str) + "_"
