@@ -25,6 +25,7 @@ from ml_assets.resources import (
     LogFileAlertSink,
     MLflowResource,
     S3StorageResource,
+    lake_resources,
 )
 from ml_assets.settings import Settings, current_settings
 
@@ -37,7 +38,8 @@ DAILY_ASSETS = ["raw_transactions", "raw_labels", "transaction_features", "batch
                 "evidently_report", "model_performance"]
 # golden_set is part of retraining: a retrain asked for by a decline freezes a new golden version from recent data
 # first (M6), so the challenger is judged on the world it will serve, not on the one that declined.
-RETRAIN_ASSETS = ["golden_set", "training_set", "model_checkpoint", "registered_model", "champion_model"]
+RETRAIN_ASSETS = ["golden_set", "training_set", "training_baseline", "champion_golden_metrics", "model_checkpoint",
+                  "registered_model", "champion_model"]
 # D3: assets whose staleness is an incident. Applied here once, not on every asset.
 FRESHNESS_GOVERNED = ["raw_transactions", "raw_labels", "transaction_features", "online_features", "champion_model"]
 
@@ -45,7 +47,7 @@ FRESHNESS_GOVERNED = ["raw_transactions", "raw_labels", "transaction_features", 
 def local_resources(settings: Settings, contract: Contract) -> dict:
     return {
         "landing": LocalStorageResource(root=str(settings.landing_dir)),
-        "lake": LocalStorageResource(root=str(settings.lake_dir)),
+        **lake_resources(LocalStorageResource(root=str(settings.lake_dir))),
         "feast": FeastResource(repo_dir=str(settings.feast_dir), online_store="sqlite",
                                sqlite_path=str(settings.feast_dir / "online.db")),
         "mlflow": MLflowResource(tracking_uri=settings.mlflow_tracking_uri, experiment=contract.name,
@@ -64,8 +66,8 @@ def _service_resources(settings: Settings, contract: Contract) -> dict:
     return {
         "landing": S3StorageResource(bucket=env("ML_ASSETS_LANDING_BUCKET"), prefix=env("ML_ASSETS_LANDING_PREFIX"),
                                      endpoint_url=env("ML_ASSETS_S3_ENDPOINT_URL")),
-        "lake": S3StorageResource(bucket=env("ML_ASSETS_LAKE_BUCKET"), prefix=env("ML_ASSETS_LAKE_PREFIX"),
-                                  endpoint_url=env("ML_ASSETS_S3_ENDPOINT_URL")),
+        **lake_resources(S3StorageResource(bucket=env("ML_ASSETS_LAKE_BUCKET"), prefix=env("ML_ASSETS_LAKE_PREFIX"),
+                                           endpoint_url=env("ML_ASSETS_S3_ENDPOINT_URL"))),
         "feast": FeastResource(repo_dir=str(settings.feast_dir), online_store="redis",
                                redis_connection_string=env("ML_ASSETS_REDIS_URL"),
                                s3_endpoint_url=env("ML_ASSETS_S3_ENDPOINT_URL")),

@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ml_assets.lake_layout import AREAS, UndeclaredAccess, owners_of
+
 
 def _current_umask() -> int:
     # Read once at import (single-threaded then); os.umask can only be read by setting it.
@@ -109,6 +111,10 @@ class ObjectStore(ABC):
     def move(self, src: str, dst: str) -> None:
         """Rename an object (atomic on a local disk, and it needs no free space there)."""
 
+    def local_dir(self, prefix: str) -> Path | None:
+        """The local directory behind `prefix` (None when the store is not on this machine's disk)."""
+        return None
+
     def delete_prefix(self, prefix: str) -> None:
         """Delete every object under `prefix` (a directory, locally: temporary files included)."""
         for key in self.list(prefix):
@@ -159,6 +165,9 @@ class LocalStore(ObjectStore):
 
     def uri(self, key: str) -> str:
         return str(self.path(key))
+
+    def local_dir(self, prefix: str) -> Path | None:
+        return self.path(prefix)
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -285,6 +294,9 @@ class ReadCache(ObjectStore):
     def uri(self, key: str) -> str:
         return self.store.uri(key)
 
+    def local_dir(self, prefix: str) -> Path | None:
+        return self.store.local_dir(prefix)
+
     def delete(self, key: str) -> None:
         self._forget(key)
         self.store.delete(key)
@@ -311,3 +323,90 @@ def store_for_uri(uri: str | Path) -> ObjectStore:
     if "://" in text:
         raise ValueError(f"storage URI {text!r}: expected s3://bucket/prefix or a local directory path")
     return LocalStore(text)
+
+
+class ScopedStore(ObjectStore):
+    """One asset's view of the lake: it writes only its own area and reads only its own area and those of the
+    inputs it was handed (see `lake_layout`). Anything else raises `UndeclaredAccess` naming the key, the
+    area's owner and how to declare it. What was read (per owning asset) and written (key, sha256, bytes) is
+    kept, so the IO manager can record it with the materialization.
+    """
+
+    def __init__(self, store: ObjectStore, owner: str, readable: dict[str, str], writable: bool = True):
+        """`readable`: asset -> how it was declared ("own", "input", "feedback")."""
+        if owner not in AREAS:
+            raise ValueError(f"{owner!r} has no area in lake_layout.AREAS")
+        self.store, self.owner, self.writable = store, owner, writable
+        self.readable = {owner: "own", **{a: how for a, how in readable.items() if a != owner}}
+        self.reads: dict[str, set[str]] = {}
+        self.written: dict[str, tuple[str, int]] = {}
+
+    def _owners(self, key: str, verb: str) -> set[str]:
+        owners = owners_of(key)
+        if not owners:
+            raise UndeclaredAccess(f"{self.owner} {verb} {key!r}, which lies in no asset's area: every lake object "
+                                   f"belongs to an asset (add its prefix to lake_layout.AREAS)")
+        return owners
+
+    def _check_read(self, key: str) -> None:
+        owners = self._owners(key, "read")
+        allowed = owners & set(self.readable)
+        if not allowed:
+            raise UndeclaredAccess(
+                f"{self.owner} read {key!r}, which belongs to {' / '.join(sorted(owners))}; expected only its own "
+                f"area and its declared inputs ({', '.join(sorted(set(self.readable) - {self.owner})) or 'none'}). "
+                f"Declare it as an input (dg.AssetIn) so the graph shows the edge, or as feedback in lake_layout")
+        for asset in allowed:
+            self.reads.setdefault(asset, set()).add(key)
+
+    def _check_write(self, key: str) -> None:
+        owners = self._owners(key, "wrote")
+        if not self.writable or self.owner not in owners:
+            raise UndeclaredAccess(f"{self.owner} wrote {key!r}, which belongs to {' / '.join(sorted(owners))}; "
+                                   f"an asset writes only its own area")
+
+    def read_bytes(self, key: str) -> bytes:
+        self._check_read(key)
+        return self.store.read_bytes(key)
+
+    def read_parquet(self, key: str, **kwargs: Any) -> pd.DataFrame:
+        self._check_read(key)
+        return self.store.read_parquet(key, **kwargs)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._check_write(key)
+        self.store.write_bytes(key, data)
+        self.written[key] = (sha256_bytes(data), len(data))
+
+    def exists(self, key: str) -> bool:
+        self._check_read(key)
+        return self.store.exists(key)
+
+    def list(self, prefix: str) -> list[str]:
+        self._check_read(prefix)
+        return self.store.list(prefix)
+
+    def uri(self, key: str) -> str:
+        return self.store.uri(key)
+
+    def local_dir(self, prefix: str) -> Path | None:
+        self._check_read(prefix)
+        return self.store.local_dir(prefix)
+
+    def delete(self, key: str) -> None:
+        self._check_write(key)
+        self.written.pop(key, None)
+        self.store.delete(key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        self._check_write(prefix)
+        for key in [k for k in self.written if k.startswith(prefix)]:
+            self.written.pop(key)
+        self.store.delete_prefix(prefix)
+
+    def move(self, src: str, dst: str) -> None:
+        self._check_write(src)
+        self._check_write(dst)
+        if src in self.written:
+            self.written[dst] = self.written.pop(src)
+        self.store.move(src, dst)

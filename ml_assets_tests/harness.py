@@ -9,11 +9,12 @@ import dagster as dg
 from ml_assets.alerts import read_alerts
 from ml_assets.contract import Contract
 from ml_assets.datasets import assets as datasets
+from ml_assets.definitions import DAILY_ASSETS
 from ml_assets.features import assets as features
 from ml_assets.ingestion import assets as ingestion
 from ml_assets.orchestration import alert_on_run_failure
 from ml_assets.partitions import daily_partitions
-from ml_assets.resources import FeastResource, LocalStorageResource, LogFileAlertSink, MLflowResource
+from ml_assets.resources import FeastResource, LocalStorageResource, LogFileAlertSink, MLflowResource, lake_resources
 
 
 class Graph:
@@ -31,10 +32,10 @@ class Graph:
         built = {a.key.to_user_string(): a for a in ingestion.build(contract, parts)}
         self.raw_transactions, self.raw_labels = built["raw_transactions"], built["raw_labels"]
         self.transaction_features, _online = features.build(contract, parts)
-        self.golden_set, _training = datasets.build(contract, parts)
+        self.golden_set = next(a for a in datasets.build(contract, parts) if a.key.to_user_string() == "golden_set")
         self.resources = {
             "landing": landing_resource or LocalStorageResource(root=str(self.landing_dir)),
-            "lake": lake_resource or LocalStorageResource(root=str(self.lake_dir)),
+            **lake_resources(lake_resource or LocalStorageResource(root=str(self.lake_dir))),
             "feast": FeastResource(repo_dir=str(root / "feast"), online_store="sqlite",
                                    sqlite_path=str(root / "feast" / "online.db")),
             # golden_set re-baselines the champion (if any) when it freezes a new version.
@@ -50,7 +51,7 @@ class Graph:
         last = last or first
         tags = {} if first == last else {"dagster/asset_partition_range_start": first,
                                          "dagster/asset_partition_range_end": last}
-        return dg.materialize(assets, resources=self.resources, instance=instance, raise_on_error=False,
+        return dg.materialize(with_lake_inputs(assets), resources=self.resources, instance=instance, raise_on_error=False,
                               partition_key=first if first == last else None, tags=tags)
 
     def alert_for(self, result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> dict:
@@ -62,6 +63,21 @@ class Graph:
         ).for_run_failure()
         alert_on_run_failure(context)
         return [a for a in read_alerts(self.alerts_path) if a["run_id"] == result.run_id][-1]
+
+
+def with_lake_inputs(assets: list) -> list:
+    """`assets` plus, for each input they read that none of them produces, that asset as an external spec: a
+    slice of the graph materialized on its own loads those inputs from the lake (the IO manager), as a run of
+    a job over part of the graph does."""
+    produced = {k for a in assets for k in a.keys}
+    specs = {}
+    for a in assets:
+        partitions = a.partitions_def
+        for key in a.keys_by_input_name.values():
+            if key not in produced and key not in specs:
+                daily = key.to_user_string() in DAILY_ASSETS
+                specs[key] = dg.AssetSpec(key, partitions_def=partitions if daily else None)
+    return [*assets, *specs.values()]
 
 
 def check_outcomes(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ml_assets.contract import load_contract
-from ml_assets.datasets import report
+from ml_assets.datasets import lake, report
 from ml_assets.datasets.build import (
     content_hash,
     dataset_stats,
@@ -98,5 +98,30 @@ def test_disjointness_verdict_and_baseline_metadata_say_what_happened():
     out = report.disjoint_from_golden({"violations": 2, "shared_days": ["2026-01-02"]}, "time")
     assert not out.passed and out.description == "2 violation(s) of the time holdout"
     assert out.metadata == {"violations": 2, "shared_days": "['2026-01-02']"}
-    assert report.baseline_metadata(None) == {"baseline_stats": "not updated: a training_set check failed"}
-    assert report.baseline_metadata(("lake/baseline.json", 5))["baseline_rows"] == 5
+    manifest = {"partitions": ["2026-01-01", "2026-01-02"], "content_hash": "ab" * 32,
+                "checks": {"disjoint_from_golden_set": True, "features_complete": True}}
+    meta = report.baseline_metadata("lake/baseline.json", 5, manifest)
+    assert meta["rows"] == 5 and meta["partitions"] == "2026-01-01 .. 2026-01-02 (2)"
+    assert meta["training_set_checks"] == "disjoint_from_golden_set: passed, features_complete: passed"
+
+
+def test_a_training_set_that_failed_a_blocking_check_never_becomes_the_baseline():
+    manifest = {"content_hash": "cd" * 32, "checks": {"disjoint_from_golden_set": False, "features_complete": True}}
+    why = lake.baseline_refusal(manifest)
+    assert "disjoint_from_golden_set" in why and "features_complete" not in why and "cdcdcdcdcdcd" in why
+    assert lake.baseline_refusal({**manifest, "checks": {"disjoint_from_golden_set": True}}) == ""
+
+
+def test_the_baseline_check_fails_when_the_profile_is_not_the_training_sets():
+    contract = load_contract()
+    manifest = {"partitions": ["2026-01-01", "2026-01-02"], "content_hash": "ef" * 32}
+    good = {"partitions": manifest["partitions"], "rows": 10, "columns": {c: {} for c in contract.columns}}
+    assert report.baseline_matches(good, manifest, contract).passed
+    stale = report.baseline_matches({**good, "partitions": ["2026-01-01"]}, manifest, contract)
+    assert not stale.passed and "days differ: baseline 1, training set 2" in stale.description
+    column = next(iter(contract.columns))
+    partial = report.baseline_matches({**good, "columns": {c: {} for c in contract.columns if c != column}},
+                                      manifest, contract)
+    assert not partial.passed and partial.metadata["columns_missing"] == column
+    assert not report.baseline_matches({**good, "rows": 0}, manifest, contract).passed
+    assert not report.baseline_matches(None, manifest, contract).passed

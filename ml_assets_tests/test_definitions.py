@@ -20,13 +20,15 @@ EXPECTED = {
     "online_features": ("features", {"transaction_features"}),
     "golden_set": ("datasets", {"transaction_features", "raw_labels", "raw_transactions"}),
     "training_set": ("datasets", {"golden_set", "transaction_features", "raw_labels", "raw_transactions"}),
+    "training_baseline": ("datasets", {"training_set", "raw_transactions"}),
     "model_checkpoint": ("training", {"training_set"}),
-    "registered_model": ("registry", {"model_checkpoint", "golden_set", "training_set"}),
-    "champion_model": ("registry", {"registered_model", "golden_set"}),
+    "champion_golden_metrics": ("registry", {"golden_set"}),
+    "registered_model": ("registry", {"model_checkpoint", "golden_set", "training_set", "champion_golden_metrics"}),
+    "champion_model": ("registry", {"registered_model", "golden_set", "training_set"}),
     "batch_predictions": ("monitoring", {"transaction_features", "champion_model"}),
     "drift_report": ("monitoring", {"transaction_features", "batch_predictions", "training_set", "champion_model",
                                     "golden_set"}),
-    "evidently_report": ("monitoring", {"drift_report"}),
+    "evidently_report": ("monitoring", {"drift_report", "transaction_features", "training_set", "champion_model"}),
     "model_performance": ("monitoring", {"raw_labels", "batch_predictions", "champion_model", "golden_set"}),
 }
 # Observable source assets: observed (data version = what was delivered), never materialized.
@@ -40,6 +42,7 @@ BLOCKING = {  # checks that guard training data or promotion must stop downstrea
     ("transaction_features", "completeness"), ("transaction_features", "feature_nulls"),
     ("online_features", "online_matches_offline"), ("golden_set", "class_minimum"),
     ("training_set", "disjoint_from_golden_set"), ("training_set", "features_complete"),
+    ("training_baseline", "baseline_matches_training_set"),
     ("registered_model", "golden_set_gates"), ("registered_model", "artifact_integrity"),
     ("registered_model", "golden_set_disjoint"), ("registered_model", "inference_latency"),
     ("registered_model", "fairness"),
@@ -82,8 +85,8 @@ def test_jobs_sensors_schedules_and_freshness(defs):
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_ingest", "retrain", "rollback"}
     # golden_set is in retrain: a retrain asked for by a decline refreshes what the challenger is judged on.
     assert set(defs.resolve_job_def("retrain").asset_layer.executable_asset_keys) == {
-        dg.AssetKey(a) for a in ("golden_set", "training_set", "model_checkpoint", "registered_model",
-                                 "champion_model")}
+        dg.AssetKey(a) for a in ("golden_set", "training_set", "training_baseline", "champion_golden_metrics",
+                                 "model_checkpoint", "registered_model", "champion_model")}
     assert {s.name for s in defs.sensors} == {"retrain_on_drift", "alert_on_run_failure", "alert_on_stale_assets",
                                               "ml_assets_automation"}
     assert [s.name for s in defs.schedules] == ["daily_ingest_schedule"]

@@ -51,6 +51,7 @@ LOGIC_LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "settings", "retry", "console", "alerts", "metadata", "metrics"),
     ("links", "instance"),
     ("contract",),
+    ("lake_layout",),
     ("partitions", "storage"),
     ("simulate",),
     ("ingestion",),
@@ -63,13 +64,7 @@ LOGIC_LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 # (importer, imported) -> why it is still there. Remove an entry when its import goes.
-KNOWN_GROUP_WIRING_EXCEPTIONS = {
-    ("ml_assets.datasets.assets", "ml_assets.registry.promotion"):
-        "golden_set re-baselines the champion on each new golden version, a registry step run "
-        "inside a datasets asset; it belongs in a registry asset downstream of golden_set",
-    ("ml_assets.datasets.assets", "ml_assets.registry.mlflow_registry"):
-        "the same re-baselining: golden_set reports the champion's IntegrityError",
-}
+KNOWN_GROUP_WIRING_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

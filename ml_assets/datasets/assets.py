@@ -23,6 +23,7 @@ from ml_assets.datasets.lake import (
     TRAINING_KEY,
     TRAINING_MANIFEST,
     DatasetError,
+    baseline_refusal,
     freeze_golden,
     golden_keys,
     golden_versions,
@@ -38,10 +39,9 @@ from ml_assets.datasets.lake import (
 )
 from ml_assets.features.assets import source_glob
 from ml_assets.features.store import historical_features
-from ml_assets.metadata import num
-from ml_assets.registry.mlflow_registry import IntegrityError
-from ml_assets.registry.promotion import baseline_tags, rebaseline_champion
-from ml_assets.resources import FeastResource, MLflowResource, StorageResource
+from ml_assets.ingestion.baseline import load_baseline
+from ml_assets.lake_layout import feedback_text
+from ml_assets.resources import FeastResource, LakeInput, StorageResource, session
 from ml_assets.storage import ObjectStore
 
 GROUP = "datasets"
@@ -84,36 +84,24 @@ def _freeze_golden(context, store, feast, contract, version: str, reason: str) -
     return golden, manifest
 
 
-def _rebaseline_champion(context, mlflow: MLflowResource, golden: pd.DataFrame, contract: Contract,
-                         version: str) -> dict[str, str]:
-    """P1: the champion is scored on every new golden version (a registry step run here, see test_layering)."""
-    try:
-        done = rebaseline_champion(mlflow.registry(), golden, version, contract)
-        text = "no champion yet" if done is None else f"v{done[0]} on golden {version}: " + ", ".join(
-            f"{k} {num(v)}" for k, v in baseline_tags(version, done[1]).items())
-    except IntegrityError as e:  # the golden set stands; the champion's own problem is reported, loudly
-        context.log.error("cannot re-baseline the champion on golden %s: %s", version, e)
-        text = f"refused: {e}"
-    return {"champion_rebaselined": text}
-
-
 def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     del partitions  # both sets span every labelled partition
 
     @dg.asset(
         group_name=GROUP,
-        deps=["transaction_features", "raw_labels", "raw_transactions"],
+        ins={name: dg.AssetIn() for name in ("transaction_features", "raw_labels", "raw_transactions")},
         kinds={"feast", "parquet"},
         check_specs=[dg.AssetCheckSpec("class_minimum", asset="golden_set", blocking=True,
                                        description="P1: at least min_per_class examples of each class")],
         description="Frozen, versioned, stratified evaluation set over the last labelled days (reserved entities, or "
         "every entity for a time holdout). Never trained on. A new version is frozen when the contract's version "
         "changes, or by a retrain run that the drift sensor asked to refresh it (a confirmed decline, or live data "
-        "that left the golden set); the current champion is re-baselined on every new version.",
+        "that left the golden set); champion_golden_metrics scores the champion on every new version. "
+        f"Feedback input (not an edge: it would be a cycle): {feedback_text('golden_set')}.",
     )
     def golden_set(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource,
-                   mlflow: MLflowResource):
-        store = lake.get_store()
+                   transaction_features: LakeInput, raw_labels: LakeInput, raw_transactions: LakeInput):
+        store = session(context, lake, transaction_features, raw_labels, raw_transactions)
         refresh = context.run.tags.get(REFRESH_TAG)
         latest = latest_day(_labelled(store, contract)[0], contract) if refresh else None
         plan = plan_golden(store, contract, refresh, latest)
@@ -125,18 +113,15 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             context.log.info("golden set %s is frozen; reusing it unchanged (%s)", plan.version, plan.reason)
         else:
             golden, manifest = _freeze_golden(context, store, feast, contract, plan.version, plan.reason)
-        rebaseline = (_rebaseline_champion(context, mlflow, golden, contract, manifest.version)
-                      if plan.action == "freeze" else {})
-        yield dg.MaterializeResult(metadata=report.golden_metadata(
-            golden, manifest, plan, contract, store.uri(golden_keys(manifest.version)[0]), golden_versions(store),
-            rebaseline))
+        yield dg.MaterializeResult(value=store, metadata=report.golden_metadata(
+            golden, manifest, plan, contract, store.uri(golden_keys(manifest.version)[0]), golden_versions(store)))
         verdict = report.class_minimum(manifest, contract)
         yield dg.AssetCheckResult(check_name="class_minimum", asset_key="golden_set", passed=verdict.passed,
                                   metadata=dict(verdict.metadata or {}))
 
     @dg.asset(
         group_name=GROUP,
-        deps=["golden_set", "transaction_features", "raw_labels", "raw_transactions"],
+        ins={name: dg.AssetIn() for name in ("golden_set", "transaction_features", "raw_labels", "raw_transactions")},
         kinds={"feast", "parquet"},
         check_specs=[
             dg.AssetCheckSpec("disjoint_from_golden_set", asset="training_set", blocking=True,
@@ -147,27 +132,53 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         ],
         description="Labelled records of the last `training_window_days` labelled days outside the golden window (and "
         "entities), with features joined point-in-time by Feast (get_historical_features). Days whose ingestion "
-        "checks failed or whose drift verdict was a pipeline bug are left out, named.",
+        "checks failed or whose drift verdict was a pipeline bug are left out, named. "
+        f"Feedback input (not an edge: it would be a cycle): {feedback_text('training_set')}.",
     )
-    def training_set(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource):
-        store = lake.get_store()
+    def training_set(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource,
+                     golden_set: LakeInput, transaction_features: LakeInput, raw_labels: LakeInput,
+                     raw_transactions: LakeInput):
+        store = session(context, lake, golden_set, transaction_features, raw_labels, raw_transactions)
         golden, manifest = load_golden(store, contract)
         rows, usable = _labelled(store, contract)
         pool = training_pool(rows, manifest, contract)
         if pool.empty:
             raise dg.Failure(no_training_rows(manifest), allow_retries=False)
         training = historical_features(feast.get_store(contract, source_glob(store)), pool, contract)
-        train_manifest = training_manifest(training, manifest, usable.excluded, contract)
-        write_training(store, training, train_manifest)
         overlap = disjointness(training, golden, contract, manifest.holdout, (manifest.window_start, manifest.window_end))
         disjoint, complete = report.disjoint_from_golden(overlap, manifest.holdout), report.features_complete(
             rows_missing_features(training, contract))
-        updated = update_baseline(store, contract, train_manifest["partitions"]) if (
-            disjoint.passed and complete.passed) else None
-        yield dg.MaterializeResult(metadata=report.training_metadata(
-            training, train_manifest, usable, contract, store.uri(TRAINING_KEY), report.baseline_metadata(updated)))
+        train_manifest = training_manifest(training, manifest, usable.excluded, contract,
+                                           {"disjoint_from_golden_set": disjoint.passed, "features_complete": complete.passed})
+        write_training(store, training, train_manifest)
+        yield dg.MaterializeResult(value=store, metadata=report.training_metadata(
+            training, train_manifest, usable, contract, store.uri(TRAINING_KEY)))
         for name, outcome in (("disjoint_from_golden_set", disjoint), ("features_complete", complete)):
             yield dg.AssetCheckResult(check_name=name, asset_key="training_set", passed=outcome.passed,
                                       description=outcome.description, metadata=dict(outcome.metadata or {}))
 
-    return [golden_set, training_set]
+    @dg.asset(
+        group_name=GROUP,
+        ins={"training_set": dg.AssetIn(), "raw_transactions": dg.AssetIn()},
+        kinds={"json"},
+        check_specs=[dg.AssetCheckSpec("baseline_matches_training_set", asset="training_baseline", blocking=True,
+                                       description="D2: the baseline profiles every contract column over exactly the "
+                                                   "training set's days, on more than zero rows")],
+        description="D2: the profile of the raw records the current training set was built from (null rates, ranges, "
+        "quantiles, categories; each partition's delivered null rates). raw_transactions judges every new day "
+        "against it. Built only from a training set whose blocking checks passed.",
+    )
+    def training_baseline(context: dg.AssetExecutionContext, lake: StorageResource, training_set: LakeInput,
+                          raw_transactions: LakeInput):
+        store = session(context, lake, training_set, raw_transactions)
+        manifest = json.loads(store.read_bytes(TRAINING_MANIFEST))
+        if failed := baseline_refusal(manifest):
+            raise dg.Failure(failed, allow_retries=False)
+        where, rows = update_baseline(store, contract, manifest["partitions"])
+        yield dg.MaterializeResult(value=store, metadata=report.baseline_metadata(where, rows, manifest))
+        verdict = report.baseline_matches(load_baseline(store), manifest, contract)
+        yield dg.AssetCheckResult(check_name="baseline_matches_training_set", asset_key="training_baseline",
+                                  passed=verdict.passed, description=verdict.description,
+                                  metadata=dict(verdict.metadata or {}))
+
+    return [golden_set, training_set, training_baseline]

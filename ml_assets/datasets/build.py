@@ -222,12 +222,13 @@ def partitions_of(df: pd.DataFrame, contract: Contract) -> list[str]:
 
 
 def training_manifest(training: pd.DataFrame, golden: GoldenManifest, excluded: dict[str, str],
-                      contract: Contract) -> dict:
-    """What training_set writes next to its data: its content hash, golden version, days and stats."""
+                      contract: Contract, checks: dict[str, bool] | None = None) -> dict:
+    """What training_set writes next to its data: its content hash, golden version, days and stats, and the
+    outcome of its blocking checks (read back by every consumer that must not use a refused set)."""
     return {"content_hash": content_hash(training), "golden_version": golden.version,
             "partitions": partitions_of(training, contract), **dataset_stats(training, contract),
             "excluded_days": excluded, "training_window_days": contract.datasets.training_window_days,
-            "created_at": dt.datetime.now(dt.UTC).isoformat()}
+            "checks": dict(checks or {}), "created_at": dt.datetime.now(dt.UTC).isoformat()}
 
 
 def rows_missing_features(training: pd.DataFrame, contract: Contract) -> int:

@@ -217,6 +217,18 @@ def write_training(store: ObjectStore, training: pd.DataFrame, manifest: dict) -
     store.write_bytes(TRAINING_MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
+def baseline_refusal(training_manifest: dict) -> str:
+    """Why the training set must not become the D2 baseline ('' when it may): a failed blocking check.
+
+    Dagster skips the baseline when a blocking check of training_set fails in the same run; this is the
+    same rule for a later run (or a manual materialization) that reads the set from the lake."""
+    failed = [name for name, passed in training_manifest.get("checks", {}).items() if not passed]
+    if not failed:
+        return ""
+    return (f"training set {training_manifest['content_hash'][:12]} failed its blocking check(s) "
+            f"{', '.join(failed)}: the D2 baseline stays as it was (fix the training set and materialize it again)")
+
+
 def update_baseline(store: ObjectStore, contract: Contract, partitions: list[str]) -> tuple[str, int]:
     """D2: new partitions are compared with the stats of the data trained on. Returns (where, rows)."""
     baseline = compute_baseline(read_partitions(store, "raw_transactions", partitions), contract, partitions)

@@ -27,7 +27,7 @@ def feature_summary(df: pd.DataFrame, contract: Contract) -> Any:
 
 
 def golden_metadata(golden: pd.DataFrame, manifest: GoldenManifest, plan: GoldenPlan, contract: Contract,
-                    location: str, versions: list[str], rebaseline: dict[str, str]) -> dict[str, Any]:
+                    location: str, versions: list[str]) -> dict[str, Any]:
     """`location`: where the set lies in the lake; `versions`: every golden version there."""
     return {
         "version": manifest.version,
@@ -42,7 +42,6 @@ def golden_metadata(golden: pd.DataFrame, manifest: GoldenManifest, plan: Golden
         "feature_stats": feature_summary(golden, contract),
         "path": path(location),
         "other_versions": ", ".join(v for v in versions if v != manifest.version) or "none",
-        **rebaseline,
     }
 
 
@@ -53,15 +52,32 @@ def class_minimum(manifest: GoldenManifest, contract: Contract) -> Outcome:
                    {"positives": manifest.positives, "negatives": manifest.negatives, "threshold_min_per_class": floor})
 
 
-def baseline_metadata(updated: tuple[str, int] | None) -> dict[str, Any]:
-    """`updated`: where the new baseline was written and its rows; None when a check kept it as it was."""
-    if updated is None:
-        return {"baseline_stats": "not updated: a training_set check failed"}
-    return {"baseline_stats": path(updated[0]), "baseline_rows": updated[1]}
+def baseline_metadata(location: str, rows: int, training_manifest: dict) -> dict[str, Any]:
+    """The new baseline: where it lies, on how many rows of which days, from which training set."""
+    partitions = training_manifest["partitions"]
+    return {"path": path(location), "rows": rows, "partitions": f"{partitions[0]} .. {partitions[-1]} "
+            f"({len(partitions)})", "training_set_hash": training_manifest["content_hash"],
+            "training_set_checks": ", ".join(f"{k}: {'passed' if v else 'FAILED'}"
+                                             for k, v in training_manifest.get("checks", {}).items())}
 
 
-def training_metadata(training: pd.DataFrame, manifest: dict, usable: Usable, contract: Contract, location: str,
-                      baseline: dict[str, Any]) -> dict[str, Any]:
+def baseline_matches(baseline: dict | None, training_manifest: dict, contract: Contract) -> Outcome:
+    """D2: the stored baseline is the profile of this training set: its days, every contract column, some rows."""
+    if baseline is None:
+        return Outcome(False, "no baseline was written", {})
+    days, expected = list(baseline.get("partitions", [])), list(training_manifest["partitions"])
+    missing = sorted(set(contract.columns) - set(baseline.get("columns", {})))
+    problems = ([f"days differ: baseline {len(days)}, training set {len(expected)}"] if days != expected else []) + (
+        [f"columns not profiled: {', '.join(missing)}"] if missing else []) + (
+        ["no rows"] if not baseline.get("rows") else [])
+    return Outcome(not problems, "; ".join(problems) or f"{baseline['rows']} rows over {len(days)} day(s), "
+                   f"{len(contract.columns)} columns", {"rows": int(baseline.get("rows") or 0), "days": len(days),
+                                                        "training_days": len(expected),
+                                                        "columns_missing": ", ".join(missing) or "none"})
+
+
+def training_metadata(training: pd.DataFrame, manifest: dict, usable: Usable, contract: Contract,
+                      location: str) -> dict[str, Any]:
     partitions = manifest["partitions"]
     return {
         "content_hash": manifest["content_hash"],
@@ -73,7 +89,6 @@ def training_metadata(training: pd.DataFrame, manifest: dict, usable: Usable, co
         **dataset_stats(training, contract),
         "feature_stats": feature_summary(training, contract),
         "path": path(location),
-        **baseline,
     }
 
 

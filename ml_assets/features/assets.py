@@ -17,7 +17,7 @@ from ml_assets.features.online import consistency_verdict, materialize_window, o
 from ml_assets.features.store import FEATURE_VIEW
 from ml_assets.ingestion.ingest import materialized_partitions, read_partitions
 from ml_assets.metadata import partition_metadata, partitioned_check
-from ml_assets.resources import FeastResource, StorageResource
+from ml_assets.resources import FeastResource, LakeInput, StorageResource, session
 from ml_assets.storage import ObjectStore, ReadCache
 
 GROUP = "features"
@@ -37,8 +37,8 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"pandas", "feast", "parquet"},
-        deps=[dg.AssetDep("raw_transactions", partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=-history_days, end_offset=0, allow_nonexistent_upstream_partitions=True))],
+        ins={"raw_transactions": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=-history_days, end_offset=0, allow_nonexistent_upstream_partitions=True))},
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=[
             dg.AssetCheckSpec("completeness", asset=ASSET, blocking=True, partitions_def=partitions,
@@ -49,8 +49,9 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         description="Declared features per record (passthrough, derived, per-entity windowed aggregates); "
         "the Feast offline source.",
     )
-    def transaction_features(context: dg.AssetExecutionContext, lake: StorageResource):
-        store = ReadCache(lake.get_store())  # a run over many days reads each day's history once
+    def transaction_features(context: dg.AssetExecutionContext, lake: StorageResource, raw_transactions: LakeInput):
+        own = session(context, lake, raw_transactions)
+        store = ReadCache(own)  # a run over many days reads each day's history once
         rows, completeness, nulls = 0, {}, {}
         for pk in context.partition_keys:
             inputs = daily.day_inputs(store, contract, pk, history_days)
@@ -62,7 +63,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             rows += day.rows
             completeness[pk], nulls[pk] = day.completeness, day.nulls
             partition_metadata(context, pk, day.metadata)
-        yield dg.MaterializeResult(metadata={
+        yield dg.MaterializeResult(value=own, metadata={
             "rows": rows,
             "features": ", ".join(contract.feature_names),
             "feature_count": len(contract.feature_names),
@@ -77,14 +78,15 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
 
     @dg.asset(
         group_name=GROUP,
-        deps=[ASSET],
+        ins={ASSET: dg.AssetIn()},
         kinds={"feast", "sqlite"},
         check_specs=[dg.AssetCheckSpec("online_matches_offline", asset="online_features", blocking=True,
                                        description="F1: sampled entities serve the same values online as offline")],
         description="Feast online store, materialized from the offline store: the latest features per entity.",
     )
-    def online_features(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource):
-        store = lake.get_store()
+    def online_features(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource,
+                        transaction_features: LakeInput):
+        store = session(context, lake, transaction_features)
         parts = materialized_partitions(store, ASSET)
         if not parts:
             raise dg.Failure("transaction_features has no materialized partitions yet")
@@ -95,7 +97,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         took = time.perf_counter() - t0
         features = read_partitions(store, ASSET, parts[-contract.features.ttl_days:])
         consistency = online_offline_mismatches(fs, features, contract)
-        yield dg.MaterializeResult(metadata={
+        yield dg.MaterializeResult(value=store, metadata={
             "online_store": feast.online_store,
             "materialized_from": start.isoformat(),
             "materialized_to": end.isoformat(),

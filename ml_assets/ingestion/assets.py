@@ -24,9 +24,11 @@ from ml_assets.ingestion.ingest import IngestReport, clean_stale_staging, ingest
 from ml_assets.ingestion.landing import landing_data_version, landing_metadata, landing_state, survey_landing
 from ml_assets.ingestion.report import BLOCKING
 from ml_assets.ingestion.validate import IngestionError
+from ml_assets.lake_layout import feedback_text
 from ml_assets.metadata import Outcome, partition_metadata, partitioned_check
-from ml_assets.resources import StorageResource
+from ml_assets.resources import LakeInput, StorageResource, session
 from ml_assets.retry import TRANSIENT, SourceUnavailable
+from ml_assets.storage import ScopedStore
 
 GROUP = "ingestion"
 LANDING = "landing_zone"
@@ -43,7 +45,7 @@ def _run_active(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 
 def _ingest(context: dg.AssetExecutionContext, kind: str, asset: str, landing: StorageResource,
-            lake: StorageResource, contract: Contract, judge: Judge,
+            store: ScopedStore, contract: Contract, judge: Judge,
             baseline: dict | None = None) -> tuple[list[IngestReport], dict[str, dict[str, Outcome]]]:
     """Stage every partition of the run, judge its checks, then publish them all with their records (D6).
 
@@ -51,7 +53,6 @@ def _ingest(context: dg.AssetExecutionContext, kind: str, asset: str, landing: S
     counts that do not add up, a failed publish) fail the partition at once, naming the file,
     with nothing published and no staging left behind (`ingest.ingest_run` drops it).
     """
-    store = lake.get_store()
     run_id = context.run.run_id
     stale = clean_stale_staging(store, lambda rid: rid == run_id or _run_active(context.instance, rid))
     if stale:
@@ -74,12 +75,13 @@ def _ingest(context: dg.AssetExecutionContext, kind: str, asset: str, landing: S
                          metadata={"error": type(e).__name__, "partitions": partitions}) from e
 
 
-def _emit(context: dg.AssetExecutionContext, asset: str, reports: list[IngestReport],
+def _emit(context: dg.AssetExecutionContext, store: ScopedStore, reports: list[IngestReport],
           outcomes: dict[str, dict[str, Outcome]], shared: dict[str, dict], contract: Contract,
           extra: dict | None = None):
+    asset = store.owner
     for r in reports:
         partition_metadata(context, r.partition, report.partition_metadata(r))
-    yield dg.MaterializeResult(metadata={**report.run_metadata(reports, contract), **(extra or {})})
+    yield dg.MaterializeResult(value=store, metadata={**report.run_metadata(reports, contract), **(extra or {})})
     for name, per_partition in outcomes.items():
         severity = dg.AssetCheckSeverity.ERROR if BLOCKING[name] else dg.AssetCheckSeverity.WARN
         yield from partitioned_check(context, asset, name, per_partition, severity=severity,
@@ -107,17 +109,17 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
         return dg.ObserveResult(data_version=dg.DataVersion(landing_data_version(surveys)),
                                 metadata=landing_metadata(surveys, state, contract, expected))
 
+    # Both ingested assets: daily, one run per backfill (staged and published together), retried only on
+    # network errors, after the landing zone's observation.
+    ingested = {"group_name": GROUP, "partitions_def": partitions, "backfill_policy": dg.BackfillPolicy.single_run(),
+                "retry_policy": RETRY, "kinds": {"arrow", "parquet"}, "deps": [LANDING]}
+
     def spec(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
         return dg.AssetCheckSpec(name, asset=asset, blocking=BLOCKING[name], partitions_def=partitions,
                                  description=description)
 
     @dg.asset(
-        group_name=GROUP,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=RETRY,
-        kinds={"arrow", "parquet"},
-        deps=[LANDING],
+        **ingested,
         check_specs=[
             spec("schema_contract", "raw_transactions",
                  "D1: rows violating the contract are quarantined; too many fail the partition"),
@@ -132,25 +134,22 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
                  "delivery)"),
         ],
         description="Validated transactions of one day. Rows that break the contract are kept in quarantine with a "
-        "reason. Each partition's check outcomes are recorded next to it, and consumers refuse failed partitions.",
+        "reason. Each partition's check outcomes are recorded next to it, and consumers refuse failed partitions. "
+        f"Feedback input (not an edge: it would be a cycle): {feedback_text('raw_transactions')}.",
     )
     def raw_transactions(context: dg.AssetExecutionContext, landing: StorageResource, lake: StorageResource):
-        store = lake.get_store()
+        store = session(context, lake)
         baseline = load_baseline(store)
-        reports, outcomes = _ingest(context, "records", "raw_transactions", landing, lake, contract,
+        reports, outcomes = _ingest(context, "records", "raw_transactions", landing, store, contract,
                                     lambda staged: report.records_outcomes(staged, contract), baseline)
         shared = report.records_check_metadata(reports, contract, baseline, store.uri(BASELINE_KEY))
-        yield from _emit(context, "raw_transactions", reports, outcomes, shared, contract)
+        yield from _emit(context, store, reports, outcomes, shared, contract)
 
     @dg.asset(
-        group_name=GROUP,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=RETRY,
-        kinds={"arrow", "parquet"},
-        deps=[LANDING, dg.AssetDep("raw_transactions", partition_mapping=dg.TimeWindowPartitionMapping(
+        **ingested,
+        ins={"raw_transactions": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(
             start_offset=-contract.labels.delay_days, end_offset=-contract.labels.delay_days,
-            allow_nonexistent_upstream_partitions=True))],
+            allow_nonexistent_upstream_partitions=True))},
         check_specs=[
             spec("schema_contract", "raw_labels", "D1: label rows violating the contract are quarantined"),
             spec("labels_match_records", "raw_labels",
@@ -158,11 +157,13 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
         ],
         description="Ground-truth labels delivered on this day, for the records of `delay_days` earlier.",
     )
-    def raw_labels(context: dg.AssetExecutionContext, landing: StorageResource, lake: StorageResource):
-        reports, outcomes = _ingest(context, "labels", "raw_labels", landing, lake, contract,
+    def raw_labels(context: dg.AssetExecutionContext, landing: StorageResource, lake: StorageResource,
+                   raw_transactions: LakeInput):
+        store = session(context, lake, raw_transactions)
+        reports, outcomes = _ingest(context, "labels", "raw_labels", landing, store, contract,
                                     lambda staged: report.labels_outcomes(staged, contract))
-        positives = report.count_positives(lake.get_store(), reports, contract)
-        yield from _emit(context, "raw_labels", reports, outcomes, report.labels_check_metadata(reports), contract,
+        positives = report.count_positives(store, reports, contract)
+        yield from _emit(context, store, reports, outcomes, report.labels_check_metadata(reports), contract,
                          {"positives": positives})
 
     return [landing_zone, raw_transactions, raw_labels]

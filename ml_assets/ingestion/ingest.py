@@ -54,7 +54,7 @@ from ml_assets.ingestion.validate import (
 )
 from ml_assets.metadata import Outcome
 from ml_assets.retry import with_retries
-from ml_assets.storage import LocalStore, ObjectStore, sha256_bytes, table_to_parquet_bytes
+from ml_assets.storage import ObjectStore, sha256_bytes, table_to_parquet_bytes
 
 RECORDS_ASSET = "raw_transactions"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -634,8 +634,9 @@ def ingest_run(kind: str, asset: str, landing: ObjectStore, lake: ObjectStore, c
 def clean_stale_staging(lake: ObjectStore, is_active: Callable[[str], bool]) -> list[str]:
     """Remove the staging of runs that are no longer running (e.g. killed mid-publish); returns their ids."""
     runs = sorted({k.split("/")[1] for k in lake.list(STAGING) if k.count("/") >= 2})
-    if isinstance(lake, LocalStore) and lake.path(STAGING).is_dir():  # runs that left only temporary files
-        runs = sorted({*runs, *(p.name for p in lake.path(STAGING).iterdir() if p.is_dir())})
+    local = lake.local_dir(STAGING)
+    if local is not None and local.is_dir():  # runs that left only temporary files
+        runs = sorted({*runs, *(p.name for p in local.iterdir() if p.is_dir())})
     stale = [run for run in runs if not is_active(run)]
     for run in stale:
         drop_staging(lake, staging_prefix(run))

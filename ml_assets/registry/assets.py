@@ -11,10 +11,11 @@ import dagster as dg
 from ml_assets.alerts import Alert
 from ml_assets.contract import Contract
 from ml_assets.datasets.assets import TRAINING_MANIFEST, golden_keys, load_golden, load_training_by_hash
+from ml_assets.lake_layout import feedback_text
 from ml_assets.registry import gates, register, report
 from ml_assets.registry.mlflow_registry import CHAMPION, PREVIOUS, IntegrityError
 from ml_assets.registry.promotion import Decision, assess, baseline_tags, promote_if_passing, verification_error
-from ml_assets.resources import AlertSinkResource, MLflowResource, StorageResource
+from ml_assets.resources import AlertSinkResource, LakeInput, MLflowResource, StorageResource, session
 from ml_assets.training.checkpoint import LATEST
 
 GROUP = "registry"
@@ -47,7 +48,34 @@ def _check_results(decision: Decision, contract: Contract) -> list[dg.AssetCheck
 def build(contract: Contract) -> list[dg.AssetsDefinition]:
     @dg.asset(
         group_name=GROUP,
-        deps=["model_checkpoint", "golden_set", "training_set"],
+        ins={"golden_set": dg.AssetIn()},
+        kinds={"mlflow"},
+        check_specs=[dg.AssetCheckSpec("champion_scored_on_golden", asset="champion_golden_metrics",
+                                       description="P1: the serving champion has metrics on the golden version in "
+                                                   "force (its artifact verified), or there is no champion yet")],
+        description="P1: the serving champion's metrics on the golden version in force (precision, recall, ROC AUC "
+        "with its bootstrap CI), recorded on its MLflow version as golden_<version>_* tags: the bar each challenger "
+        "is judged against. Scored (hash-verified) the first time a golden version is seen, read back after. "
+        f"Feedback input (not an edge: it would be a cycle): {feedback_text('champion_golden_metrics')}.",
+    )
+    def champion_golden_metrics(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource,
+                                golden_set: LakeInput):
+        store = session(context, lake, golden_set)
+        golden, manifest = load_golden(store, contract)
+        meta = register.champion_baseline(mlflow.registry(), golden, manifest.version, contract,
+                                          store.uri(golden_keys(manifest.version)[0]))
+        refused = str(meta["action"]).startswith("refused")
+        if refused:
+            context.log.error("cannot score the champion on golden %s: %s", manifest.version, meta["action"])
+        yield dg.MaterializeResult(value=store, metadata=meta)
+        yield dg.AssetCheckResult(check_name="champion_scored_on_golden", asset_key="champion_golden_metrics",
+                                  passed=not refused, severity=dg.AssetCheckSeverity.WARN,
+                                  description=str(meta["action"]))
+
+    @dg.asset(
+        group_name=GROUP,
+        ins={name: dg.AssetIn() for name in ("model_checkpoint", "golden_set", "training_set")},
+        deps=["champion_golden_metrics"],
         kinds={"mlflow"},
         check_specs=[dg.AssetCheckSpec(name, asset="registered_model", blocking=True, description=text)
                      for name, text in REGISTERED_CHECKS.items()],
@@ -56,8 +84,9 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         "champion_model before any alias moves).",
     )
     def registered_model(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource,
-                         alerts: AlertSinkResource):
-        store = lake.get_store()
+                         alerts: AlertSinkResource, model_checkpoint: LakeInput, golden_set: LakeInput,
+                         training_set: LakeInput):
+        store = session(context, lake, model_checkpoint, golden_set, training_set)
         latest = json.loads(store.read_bytes(LATEST))
         training = json.loads(store.read_bytes(TRAINING_MANIFEST))
         golden, golden_manifest = load_golden(store, contract)
@@ -77,13 +106,14 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         registry.record_golden_metrics(ref.version, golden_metrics, inputs[-1])
         importance = register.record_importance(registry, ref.version, golden, contract)
         experiment_id = registry.experiment_id() if ref.run_id else None
-        yield dg.MaterializeResult(metadata=report.registered_metadata(ref, experiment_id, tags, golden_metrics,
-                                                                       decision, importance))
+        yield dg.MaterializeResult(value=store, metadata=report.registered_metadata(
+            ref, experiment_id, tags, golden_metrics, decision, importance))
         yield from _check_results(decision, contract)
 
     @dg.asset(
         group_name=GROUP,
-        deps=["registered_model", "golden_set"],
+        ins={name: dg.AssetIn() for name in ("golden_set", "training_set")},
+        deps=["registered_model"],
         kinds={"mlflow"},
         check_specs=[dg.AssetCheckSpec("champion_serves_verified_artifact", asset="champion_model", blocking=True,
                                        description="P6/P8: the 'champion' alias resolves to a version whose artifact "
@@ -92,8 +122,8 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         "(absolute, champion/challenger with bootstrap CI, latency, integrity); the old champion becomes 'previous'.",
     )
     def champion_model(context: dg.AssetExecutionContext, lake: StorageResource, mlflow: MLflowResource,
-                       alerts: AlertSinkResource):
-        store = lake.get_store()
+                       alerts: AlertSinkResource, golden_set: LakeInput, training_set: LakeInput):
+        store = session(context, lake, golden_set, training_set)
         golden, golden_manifest = load_golden(store, contract)
         registry = mlflow.registry()
         try:
@@ -114,12 +144,12 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
                               current.version, " | ".join(decision.reasons))
         error = verification_error(registry, current.version,
                                    Path(context.instance.storage_directory()) / "tmp" / "champion")
-        yield dg.MaterializeResult(metadata=report.champion_metadata(result, current, registry.aliases(),
-                                                                     golden_manifest.version))
+        yield dg.MaterializeResult(value=store, metadata=report.champion_metadata(
+            result, current, registry.aliases(), golden_manifest.version))
         yield dg.AssetCheckResult(check_name="champion_serves_verified_artifact", asset_key="champion_model",
                                   passed=not error, metadata={"champion_version": current.version, "error": error})
 
-    return [registered_model, champion_model]
+    return [champion_golden_metrics, registered_model, champion_model]
 
 
 @dg.op(description="P7: move 'champion' back to 'previous' and record it on champion_model.")

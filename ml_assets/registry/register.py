@@ -152,3 +152,31 @@ def record_importance(registry: Registry, version: str, golden: pd.DataFrame, co
     rows = sorted(({"feature": f, "auc_drop_when_shuffled": raw[f], "share": share[f]} for f in raw),
                   key=lambda r: -r["share"])
     return {"feature_importance": table(pd.DataFrame(rows))}
+
+
+def champion_baseline(registry: Registry, golden: pd.DataFrame, golden_version: str, contract: Contract,
+                      golden_source: str | None = None) -> dict[str, Any]:
+    """P1: the champion's metrics on the golden version in force, scored (hash-verified) the first time that
+    version is seen and read from its tags after. What metadata shows: who, on which version, how, the numbers.
+    An integrity problem of the champion is reported (`action` 'refused'), not raised: the golden set stands,
+    and champion_model's own check refuses to serve that artifact."""
+    from ml_assets.registry.mlflow_registry import CHAMPION
+    from ml_assets.registry.promotion import GOLDEN_METRICS, baseline, golden_tag
+
+    champion = registry.alias(CHAMPION)
+    if champion is None:
+        return {"golden_version": golden_version, "action": "no champion yet", "champion_version": "none"}
+    tags = registry.version(champion.version).tags
+    known = {m: float(tags[golden_tag(golden_version, m)]) for m in GOLDEN_METRICS
+             if golden_tag(golden_version, m) in tags}
+    action = "read from its tags (scored earlier)"
+    if "roc_auc" not in known:
+        try:
+            metrics = baseline(registry, champion.version, golden, golden_version, contract, golden_source)
+        except IntegrityError as e:
+            return {"golden_version": golden_version, "champion_version": champion.version,
+                    "action": f"refused: {e}"}
+        known = {m: float(metrics[m]) for m in GOLDEN_METRICS if metrics.get(m) is not None}
+        action = f"scored now on {len(golden)} golden rows"
+    return {"golden_version": golden_version, "champion_version": champion.version, "action": action,
+            "golden_rows": len(golden), **{m: round(v, 4) for m, v in known.items()}}

@@ -3,6 +3,7 @@ picks the implementation per environment, and asset code never knows which it go
 
 from ml_assets.resources.alerts import AlertSinkResource, LogFileAlertSink
 from ml_assets.resources.feast import FeastResource
+from ml_assets.resources.lake_io import LakeInput, LakeIOManager, lake_resources, session
 from ml_assets.resources.mlflow import MLflowResource
 from ml_assets.resources.storage import LocalStorageResource, S3StorageResource, StorageResource
 from ml_assets.resources.training import (
@@ -15,6 +16,8 @@ __all__ = [
     "AlertSinkResource",
     "FeastResource",
     "KubernetesTorchrunLauncherResource",
+    "LakeIOManager",
+    "LakeInput",
     "LocalStorageResource",
     "LocalTorchrunLauncherResource",
     "LogFileAlertSink",
@@ -22,4 +25,6 @@ __all__ = [
     "S3StorageResource",
     "StorageResource",
     "TrainingLauncherResource",
+    "lake_resources",
+    "session",
 ]

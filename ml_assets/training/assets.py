@@ -9,7 +9,7 @@ import dagster as dg
 
 from ml_assets.contract import Contract
 from ml_assets.datasets.assets import TRAINING_MANIFEST
-from ml_assets.resources import AlertSinkResource, StorageResource, TrainingLauncherResource
+from ml_assets.resources import AlertSinkResource, LakeInput, StorageResource, TrainingLauncherResource, session
 from ml_assets.training.checkpoint import (
     LATEST,
     RUNS_PREFIX,
@@ -36,7 +36,7 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
 
     @dg.asset(
         group_name=GROUP,
-        deps=["training_set"],
+        ins={"training_set": dg.AssetIn()},
         kinds={"pytorch"},
         op_tags={"ml_assets/gpu": "true", **(op_tags or {})},
         check_specs=[dg.AssetCheckSpec("validation_auc", asset="model_checkpoint",
@@ -45,8 +45,8 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
         description="DDP training through torchrun behind the launcher resource; resumable checkpoints (T1, T2).",
     )
     def model_checkpoint(context: dg.AssetExecutionContext, lake: StorageResource, trainer: TrainingLauncherResource,
-                         alerts: AlertSinkResource):
-        store = lake.get_store()
+                         alerts: AlertSinkResource, training_set: LakeInput):
+        store = session(context, lake, training_set)
         training_hash = json.loads(store.read_bytes(TRAINING_MANIFEST))["content_hash"]
         spec = contract.training_spec
         run = stage_run(store, training_hash, spec, checkpoints_root)
@@ -67,7 +67,7 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
         took = time.perf_counter() - t0
         latest = latest_record(run, training_hash, context.run.run_id, trained.result)
         store.write_bytes(LATEST, json.dumps(latest, indent=2).encode())
-        yield dg.MaterializeResult(metadata=checkpoint_metadata(run, training_hash, trained, took, budget,
+        yield dg.MaterializeResult(value=store, metadata=checkpoint_metadata(run, training_hash, trained, took, budget,
                                                                 bool(overtime), trainer.describe()))
         verdict = validation_auc(trained.result, contract.thresholds.gates.roc_auc_min)
         yield dg.AssetCheckResult(check_name="validation_auc", asset_key="model_checkpoint", passed=verdict.passed,

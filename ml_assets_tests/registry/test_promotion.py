@@ -37,12 +37,13 @@ from ml_assets.registry import assets as registry_assets
 from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRef, Registry, pip_requirements
 from ml_assets.registry.promotion import disjointness_gate, golden_tag, rebaseline_champion
 from ml_assets.registry.pyfunc import PipelineModel
-from ml_assets.resources import LocalStorageResource, LogFileAlertSink, MLflowResource
+from ml_assets.resources import LocalStorageResource, LogFileAlertSink, MLflowResource, lake_resources
 from ml_assets.simulate.generator import SimulationConfig, simulate
 from ml_assets.storage import LocalStore
 from ml_assets.training import ddp
 from ml_assets.training.assets import LATEST, RUNS_PREFIX
 from ml_assets_tests.conftest import write_contract
+from ml_assets_tests.harness import with_lake_inputs
 from ml_assets_tests.registry.variants import BiasedModel, NeverFlagsModel, NoisyModel, SlowModel, SquareRootModel
 
 pytestmark = pytest.mark.slow
@@ -121,12 +122,16 @@ def world(tmp_path_factory):
                "tracking_uri": f"sqlite:///{home / 'mlflow.db'}", "artifacts": (home / "artifacts").as_uri()}
 
 
+def by_name(assets: list[dg.AssetsDefinition], name: str) -> dg.AssetsDefinition:
+    return next(a for a in assets if a.key.to_user_string() == name)
+
+
 def registry_for(world, name: str) -> Registry:
     return Registry(world["tracking_uri"], name, "promotion_tests", world["artifacts"])
 
 
 def resources(world, name: str) -> dict:
-    return {"lake": LocalStorageResource(root=str(world["lake"].root)),
+    return {**lake_resources(LocalStorageResource(root=str(world["lake"].root))),
             "mlflow": MLflowResource(tracking_uri=world["tracking_uri"], experiment="promotion_tests",
                                      model_name=name, artifact_location=world["artifacts"]),
             "alerts": LogFileAlertSink(path=str(world["home"] / f"alerts-{name}.jsonl"))}
@@ -149,8 +154,8 @@ def register(world, registry: Registry, model: PipelineModel, training_hash: str
 
 
 def materialize_champion(world, name: str, contract: Contract | None = None) -> dg.ExecuteInProcessResult:
-    champion_model = registry_assets.build(contract or world["contract"])[1]
-    result = dg.materialize([champion_model], resources=resources(world, name), instance=world["instance"],
+    champion_model = by_name(registry_assets.build(contract or world["contract"]), "champion_model")
+    result = dg.materialize(with_lake_inputs([champion_model]), resources=resources(world, name), instance=world["instance"],
                             raise_on_error=False)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     return result
@@ -282,7 +287,8 @@ def test_tampered_champion_is_an_incident_that_stops_promotion_until_an_operator
 
     tamper_with(registry, v2)  # the serving model's stored weights
     v3 = register(world, registry, PipelineModel())
-    run = dg.materialize([registry_assets.build(world["contract"])[1]], resources=resources(world, name),
+    run = dg.materialize(with_lake_inputs([by_name(registry_assets.build(world["contract"]), "champion_model")]),
+                         resources=resources(world, name),
                          instance=world["instance"], raise_on_error=False)
     # The run fails loudly: the champion it leaves in place does not verify (its own blocking check).
     assert not run.success
@@ -317,7 +323,7 @@ def test_mlflow_shows_inputs_golden_metrics_curves_and_descriptions(world):
     """What a person finds in the MLflow UI after registered_model and champion_model ran (issue 11)."""
     name = "mlflow_ui"
     contract = world["contract"]
-    result = dg.materialize(registry_assets.build(contract), resources=resources(world, name),
+    result = dg.materialize(with_lake_inputs(registry_assets.build(contract)), resources=resources(world, name),
                             instance=world["instance"], raise_on_error=False)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     registry = registry_for(world, name)
@@ -397,15 +403,16 @@ def test_failed_blocking_check_on_registered_model_stops_promotion_in_the_same_r
                                           partitions={"start_date": "2026-01-01", "end_date": "2026-01-21"},
                                           datasets={"golden": {"window_days": 5, "min_per_class": 100}},
                                           thresholds={"gates": {"bootstrap_resamples": 100, "latency_p99_ms": 0.001}}))
-    result = dg.materialize(registry_assets.build(strict), resources=resources(world, name),
+    result = dg.materialize(with_lake_inputs(registry_assets.build(strict)), resources=resources(world, name),
                             instance=world["instance"], raise_on_error=False)
     checks = {e.event_specific_data.check_name: e.event_specific_data.passed for e in result.all_events
               if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION}
     assert checks == {"artifact_integrity": True, "golden_set_disjoint": True, "golden_set_gates": True,
-                      "inference_latency": False, "fairness": True}
+                      "inference_latency": False, "fairness": True, "champion_scored_on_golden": True}
     materialized = [e.event_specific_data.materialization.asset_key.to_user_string() for e in result.all_events
                     if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
-    assert materialized == ["registered_model"], "champion_model must not run after a failed blocking check"
+    assert materialized == ["champion_golden_metrics", "registered_model"], \
+        "champion_model must not run after a failed blocking check"
     challenger = registry.alias(CHALLENGER)
     assert challenger.version != champion.version and registry.alias(CHAMPION).version == champion.version
     assert challenger.tags["training_set_hash"] == world["training_hash"]
@@ -436,7 +443,7 @@ def test_passing_model_is_promoted_and_a_rollback_drill_restores_scoring(world, 
                                                                              end_date="2026-01-21"))[0]
 
     def score_day() -> pd.DataFrame:
-        res = dg.materialize([scoring], partition_key=day, resources=resources(world, name),
+        res = dg.materialize(with_lake_inputs([scoring]), partition_key=day, resources=resources(world, name),
                              instance=world["instance"])
         assert res.success
         return lake.read_parquet(lake_key("batch_predictions", day))
@@ -501,7 +508,7 @@ def test_golden_version_bump_rebaselines_the_champion_and_monitoring_uses_it(wor
     lake.write_parquet(lake_key("raw_labels", day), labels)
     perf = next(a for a in monitoring_assets.build(v2_contract, dg.DailyPartitionsDefinition(
         start_date="2026-01-01", end_date="2026-01-21")) if a.key.to_user_string() == "model_performance")
-    assert dg.materialize([perf], partition_key=day, resources=resources(world, name),
+    assert dg.materialize(with_lake_inputs([perf]), partition_key=day, resources=resources(world, name),
                           instance=world["instance"]).success
     row = lake.read_parquet(lake_key("model_performance", day)).iloc[0]
     assert row["golden_version"] == "v2"

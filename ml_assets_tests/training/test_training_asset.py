@@ -19,10 +19,11 @@ import torch
 from ml_assets.alerts import read_alerts
 from ml_assets.contract import Contract, load_contract
 from ml_assets.datasets.assets import TRAINING_KEY, TRAINING_MANIFEST
-from ml_assets.resources import LocalTorchrunLauncherResource, LogFileAlertSink, S3StorageResource
+from ml_assets.resources import LocalTorchrunLauncherResource, LogFileAlertSink, S3StorageResource, lake_resources
 from ml_assets.storage import S3Store, frame_to_parquet_bytes, sha256_bytes
 from ml_assets.training import assets as training
 from ml_assets_tests.conftest import write_contract
+from ml_assets_tests.harness import with_lake_inputs
 from ml_assets_tests.processes import processes_mentioning
 from ml_assets_tests.training.conftest import make_bucket
 
@@ -66,11 +67,12 @@ def setup(moto_s3: str, tmp_path_factory: pytest.TempPathFactory):
 
 def materialize(setup: dict, prefix: str, work: Path, alerts: Path) -> dg.ExecuteInProcessResult:
     (asset,) = training.build(setup["contract"], work)
-    resources = {"lake": S3StorageResource(bucket=setup["bucket"], prefix=prefix, endpoint_url=setup["endpoint"]),
+    resources = {**lake_resources(S3StorageResource(bucket=setup["bucket"], prefix=prefix,
+                                                    endpoint_url=setup["endpoint"])),
                  "trainer": LocalTorchrunLauncherResource(nproc_per_node=2),
                  "alerts": LogFileAlertSink(path=str(alerts))}
     with dg.instance_for_test() as instance:
-        return dg.materialize([asset], resources=resources, instance=instance, raise_on_error=False)
+        return dg.materialize(with_lake_inputs([asset]), resources=resources, instance=instance, raise_on_error=False)
 
 
 def metadata(result: dg.ExecuteInProcessResult) -> dict:
