@@ -204,3 +204,31 @@ def as_markdown(value: dg.TableMetadataValue) -> str:
         cells = ["–" if record.data.get(n) is None else str(record.data.get(n)).replace("|", "\\|") for n in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One asset check, declared once in its group's `checks.py`: name, asset, description, severity and whether
+    it blocks. The asset declares its spec and records outcomes through it; the outcomes themselves are computed by
+    the group's plain logic (an `Outcome`)."""
+
+    name: str
+    asset: str
+    description: str
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.WARN
+    blocking: bool = False
+
+    def spec(self, partitions: dg.PartitionsDefinition | None = None) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(self.name, asset=self.asset, blocking=self.blocking, description=self.description,
+                                 partitions_def=partitions)
+
+    def results(self, context: dg.AssetExecutionContext, outcomes: Mapping[str, Outcome],
+                metadata: Mapping[str, Any] | None = None) -> Iterator[dg.AssetCheckResult]:
+        """Each partition's outcome, recorded against that partition (see `partitioned_check`)."""
+        yield from partitioned_check(context, self.asset, self.name, outcomes, self.severity, metadata)
+
+    def result(self, outcome: Outcome) -> dg.AssetCheckResult:
+        """The outcome of a check on an unpartitioned asset."""
+        return dg.AssetCheckResult(check_name=self.name, asset_key=self.asset, passed=bool(outcome.passed),
+                                   severity=self.severity, description=outcome.description or None,
+                                   metadata=dict(outcome.metadata or {}))

@@ -18,6 +18,12 @@ from ml_assets.datasets.build import (
     training_manifest,
     training_pool,
 )
+from ml_assets.datasets.checks import (
+    BASELINE_MATCHES_TRAINING_SET,
+    CLASS_MINIMUM,
+    DISJOINT_FROM_GOLDEN_SET,
+    FEATURES_COMPLETE,
+)
 from ml_assets.datasets.lake import (
     REFRESH_TAG,
     TRAINING_KEY,
@@ -91,8 +97,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         group_name=GROUP,
         ins={name: dg.AssetIn() for name in ("transaction_features", "raw_labels", "raw_transactions")},
         kinds={"feast", "parquet"},
-        check_specs=[dg.AssetCheckSpec("class_minimum", asset="golden_set", blocking=True,
-                                       description="P1: at least min_per_class examples of each class")],
+        check_specs=[CLASS_MINIMUM.spec()],
         description="Frozen, versioned, stratified evaluation set over the last labelled days (reserved entities, or "
         "every entity for a time holdout). Never trained on. A new version is frozen when the contract's version "
         "changes, or by a retrain run that the drift sensor asked to refresh it (a confirmed decline, or live data "
@@ -115,21 +120,13 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             golden, manifest = _freeze_golden(context, store, feast, contract, plan.version, plan.reason)
         yield dg.MaterializeResult(value=store, metadata=report.golden_metadata(
             golden, manifest, plan, contract, store.uri(golden_keys(manifest.version)[0]), golden_versions(store)))
-        verdict = report.class_minimum(manifest, contract)
-        yield dg.AssetCheckResult(check_name="class_minimum", asset_key="golden_set", passed=verdict.passed,
-                                  metadata=dict(verdict.metadata or {}))
+        yield CLASS_MINIMUM.result(report.class_minimum(manifest, contract))
 
     @dg.asset(
         group_name=GROUP,
         ins={name: dg.AssetIn() for name in ("golden_set", "transaction_features", "raw_labels", "raw_transactions")},
         kinds={"feast", "parquet"},
-        check_specs=[
-            dg.AssetCheckSpec("disjoint_from_golden_set", asset="training_set", blocking=True,
-                              description="P1: no record or day of the golden set (nor, for an entity holdout, any of "
-                                          "its entities) is in the training set"),
-            dg.AssetCheckSpec("features_complete", asset="training_set", blocking=True,
-                              description="F2: every labelled row found its point-in-time feature row"),
-        ],
+        check_specs=[DISJOINT_FROM_GOLDEN_SET.spec(), FEATURES_COMPLETE.spec()],
         description="Labelled records of the last `training_window_days` labelled days outside the golden window (and "
         "entities), with features joined point-in-time by Feast (get_historical_features). Days whose ingestion "
         "checks failed or whose drift verdict was a pipeline bug are left out, named. "
@@ -153,17 +150,14 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         write_training(store, training, train_manifest)
         yield dg.MaterializeResult(value=store, metadata=report.training_metadata(
             training, train_manifest, usable, contract, store.uri(TRAINING_KEY)))
-        for name, outcome in (("disjoint_from_golden_set", disjoint), ("features_complete", complete)):
-            yield dg.AssetCheckResult(check_name=name, asset_key="training_set", passed=outcome.passed,
-                                      description=outcome.description, metadata=dict(outcome.metadata or {}))
+        yield DISJOINT_FROM_GOLDEN_SET.result(disjoint)
+        yield FEATURES_COMPLETE.result(complete)
 
     @dg.asset(
         group_name=GROUP,
         ins={"training_set": dg.AssetIn(), "raw_transactions": dg.AssetIn()},
         kinds={"json"},
-        check_specs=[dg.AssetCheckSpec("baseline_matches_training_set", asset="training_baseline", blocking=True,
-                                       description="D2: the baseline profiles every contract column over exactly the "
-                                                   "training set's days, on more than zero rows")],
+        check_specs=[BASELINE_MATCHES_TRAINING_SET.spec()],
         description="D2: the profile of the raw records the current training set was built from (null rates, ranges, "
         "quantiles, categories; each partition's delivered null rates). raw_transactions judges every new day "
         "against it. Built only from a training set whose blocking checks passed.",
@@ -176,9 +170,6 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             raise dg.Failure(failed, allow_retries=False)
         where, rows = update_baseline(store, contract, manifest["partitions"])
         yield dg.MaterializeResult(value=store, metadata=report.baseline_metadata(where, rows, manifest))
-        verdict = report.baseline_matches(load_baseline(store), manifest, contract)
-        yield dg.AssetCheckResult(check_name="baseline_matches_training_set", asset_key="training_baseline",
-                                  passed=verdict.passed, description=verdict.description,
-                                  metadata=dict(verdict.metadata or {}))
+        yield BASELINE_MATCHES_TRAINING_SET.result(report.baseline_matches(load_baseline(store), manifest, contract))
 
     return [golden_set, training_set, training_baseline]

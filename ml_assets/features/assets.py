@@ -11,12 +11,13 @@ import dagster as dg
 
 from ml_assets.contract import Contract
 from ml_assets.features import daily
+from ml_assets.features.checks import COMPLETENESS, FEATURE_NULLS, ONLINE_MATCHES_OFFLINE
 from ml_assets.features.compute import max_window
 from ml_assets.features.daily import ASSET
 from ml_assets.features.online import consistency_verdict, materialize_window, online_offline_mismatches
 from ml_assets.features.store import FEATURE_VIEW
 from ml_assets.ingestion.ingest import materialized_partitions, read_partitions
-from ml_assets.metadata import partition_metadata, partitioned_check
+from ml_assets.metadata import Outcome, partition_metadata
 from ml_assets.resources import FeastResource, LakeInput, StorageResource, session
 from ml_assets.storage import ObjectStore, ReadCache
 
@@ -40,12 +41,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
         ins={"raw_transactions": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(
             start_offset=-history_days, end_offset=0, allow_nonexistent_upstream_partitions=True))},
         automation_condition=dg.AutomationCondition.eager(),
-        check_specs=[
-            dg.AssetCheckSpec("completeness", asset=ASSET, blocking=True, partitions_def=partitions,
-                              description="D4: active entities of the day that have features"),
-            dg.AssetCheckSpec("feature_nulls", asset=ASSET, blocking=True, partitions_def=partitions,
-                              description="no declared feature is null above the contract's null-rate limit"),
-        ],
+        check_specs=[COMPLETENESS.spec(partitions), FEATURE_NULLS.spec(partitions)],
         description="Declared features per record (passthrough, derived, per-entity windowed aggregates); "
         "the Feast offline source.",
     )
@@ -71,17 +67,14 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             "offline_source": source_glob(lake),
             "history_days": history_days,
         })
-        yield from partitioned_check(context, ASSET, "completeness", completeness,
-                                     metadata={"threshold": contract.thresholds.completeness_min})
-        yield from partitioned_check(context, ASSET, "feature_nulls", nulls,
-                                     metadata={"threshold": contract.thresholds.null_rate_max})
+        yield from COMPLETENESS.results(context, completeness, {"threshold": contract.thresholds.completeness_min})
+        yield from FEATURE_NULLS.results(context, nulls, {"threshold": contract.thresholds.null_rate_max})
 
     @dg.asset(
         group_name=GROUP,
         ins={ASSET: dg.AssetIn()},
         kinds={"feast", "sqlite"},
-        check_specs=[dg.AssetCheckSpec("online_matches_offline", asset="online_features", blocking=True,
-                                       description="F1: sampled entities serve the same values online as offline")],
+        check_specs=[ONLINE_MATCHES_OFFLINE.spec()],
         description="Feast online store, materialized from the offline store: the latest features per entity.",
     )
     def online_features(context: dg.AssetExecutionContext, lake: StorageResource, feast: FeastResource,
@@ -106,7 +99,6 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list[dg.As
             "feature_ttl_days": contract.features.ttl_days,
         })
         passed, check_metadata = consistency_verdict(consistency)
-        yield dg.AssetCheckResult(check_name="online_matches_offline", asset_key="online_features", passed=passed,
-                                  metadata=check_metadata)
+        yield ONLINE_MATCHES_OFFLINE.result(Outcome(passed, "", check_metadata))
 
     return [transaction_features, online_features]

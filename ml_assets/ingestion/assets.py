@@ -20,12 +20,13 @@ import dagster as dg
 from ml_assets.contract import Contract
 from ml_assets.ingestion import report
 from ml_assets.ingestion.baseline import BASELINE_KEY, load_baseline
+from ml_assets.ingestion.checks import LABELS_CHECKS, RECORDS_CHECKS
 from ml_assets.ingestion.ingest import IngestReport, clean_stale_staging, ingest_run
 from ml_assets.ingestion.landing import landing_data_version, landing_metadata, landing_state, survey_landing
 from ml_assets.ingestion.report import BLOCKING
 from ml_assets.ingestion.validate import IngestionError
 from ml_assets.lake_layout import feedback_text
-from ml_assets.metadata import Outcome, partition_metadata, partitioned_check
+from ml_assets.metadata import Outcome, partition_metadata
 from ml_assets.resources import LakeInput, StorageResource, session
 from ml_assets.retry import TRANSIENT, SourceUnavailable
 from ml_assets.storage import ScopedStore
@@ -82,10 +83,9 @@ def _emit(context: dg.AssetExecutionContext, store: ScopedStore, reports: list[I
     for r in reports:
         partition_metadata(context, r.partition, report.partition_metadata(r))
     yield dg.MaterializeResult(value=store, metadata={**report.run_metadata(reports, contract), **(extra or {})})
+    checks = {c.name: c for c in (RECORDS_CHECKS if asset == "raw_transactions" else LABELS_CHECKS)}
     for name, per_partition in outcomes.items():
-        severity = dg.AssetCheckSeverity.ERROR if BLOCKING[name] else dg.AssetCheckSeverity.WARN
-        yield from partitioned_check(context, asset, name, per_partition, severity=severity,
-                                     metadata=shared.get(name))
+        yield from checks[name].results(context, per_partition, shared.get(name))
 
 
 def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
@@ -114,25 +114,9 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
     ingested = {"group_name": GROUP, "partitions_def": partitions, "backfill_policy": dg.BackfillPolicy.single_run(),
                 "retry_policy": RETRY, "kinds": {"arrow", "parquet"}, "deps": [LANDING]}
 
-    def spec(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
-        return dg.AssetCheckSpec(name, asset=asset, blocking=BLOCKING[name], partitions_def=partitions,
-                                 description=description)
-
     @dg.asset(
         **ingested,
-        check_specs=[
-            spec("schema_contract", "raw_transactions",
-                 "D1: rows violating the contract are quarantined; too many fail the partition"),
-            spec("null_rates", "raw_transactions",
-                 "D2: per-column null rate of the delivered rows stays under the contract limit"),
-            spec("baseline_stats", "raw_transactions",
-                 "D2: no null-rate jump over the training baseline's partitions (a broken pipeline)"),
-            spec("baseline_drift", "raw_transactions",
-                 "D2: in-domain values outside the training ranges or categories: drift, a warning for monitoring"),
-            spec("row_volume", "raw_transactions",
-                 "D6/D7: the day's row count is not sharply short of the recent days' (an empty or truncated "
-                 "delivery)"),
-        ],
+        check_specs=[c.spec(partitions) for c in RECORDS_CHECKS],
         description="Validated transactions of one day. Rows that break the contract are kept in quarantine with a "
         "reason. Each partition's check outcomes are recorded next to it, and consumers refuse failed partitions. "
         f"Feedback input (not an edge: it would be a cycle): {feedback_text('raw_transactions')}.",
@@ -150,11 +134,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
         ins={"raw_transactions": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(
             start_offset=-contract.labels.delay_days, end_offset=-contract.labels.delay_days,
             allow_nonexistent_upstream_partitions=True))},
-        check_specs=[
-            spec("schema_contract", "raw_labels", "D1: label rows violating the contract are quarantined"),
-            spec("labels_match_records", "raw_labels",
-                 "every label refers to a delivered record; labels of quarantined records are quarantined with them"),
-        ],
+        check_specs=[c.spec(partitions) for c in LABELS_CHECKS],
         description="Ground-truth labels delivered on this day, for the records of `delay_days` earlier.",
     )
     def raw_labels(context: dg.AssetExecutionContext, landing: StorageResource, lake: StorageResource,

@@ -1,33 +1,9 @@
-"""The monitoring group's asset checks: each check's name, asset, description, severity and whether it
-blocks, declared once; the asset declares its spec and records each partition's outcome through it.
-The outcomes themselves are computed in `monitoring/daily.py`."""
-
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+"""The monitoring group's asset checks, declared once (`metadata.Check`); the outcomes are computed in
+`monitoring/daily.py`."""
 
 import dagster as dg
 
-from ml_assets.metadata import Outcome, partitioned_check
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    asset: str
-    description: str
-    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.WARN
-    blocking: bool = False
-
-    def spec(self, partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
-        return dg.AssetCheckSpec(self.name, asset=self.asset, blocking=self.blocking, description=self.description,
-                                 partitions_def=partitions)
-
-    def results(self, context: dg.AssetExecutionContext, outcomes: Mapping[str, Outcome],
-                metadata: Mapping[str, Any] | None = None) -> Iterator[dg.AssetCheckResult]:
-        """Each partition's outcome, recorded against that partition (see `metadata.partitioned_check`)."""
-        yield from partitioned_check(context, self.asset, self.name, outcomes, self.severity, metadata)
-
+from ml_assets.metadata import Check
 
 PREDICTIONS_COMPLETE = Check(
     "predictions_complete", "batch_predictions", "one score in [0, 1] for every feature row",

@@ -12,24 +12,15 @@ from ml_assets.alerts import Alert
 from ml_assets.contract import Contract
 from ml_assets.datasets.assets import TRAINING_MANIFEST, golden_keys, load_golden, load_training_by_hash
 from ml_assets.lake_layout import feedback_text
-from ml_assets.registry import gates, register, report
+from ml_assets.metadata import Outcome
+from ml_assets.registry import register, report
+from ml_assets.registry.checks import CHAMPION_SCORED_ON_GOLDEN, CHAMPION_SERVES_VERIFIED_ARTIFACT, REGISTERED_CHECKS
 from ml_assets.registry.mlflow_registry import CHAMPION, PREVIOUS, IntegrityError
 from ml_assets.registry.promotion import Decision, assess, baseline_tags, promote_if_passing, verification_error
 from ml_assets.resources import AlertSinkResource, LakeInput, MLflowResource, StorageResource, session
 from ml_assets.training.checkpoint import LATEST
 
 GROUP = "registry"
-# Blocking checks on registered_model; each gate names the check it counts towards (GateResult.check).
-REGISTERED_CHECKS = {
-    gates.ARTIFACT_INTEGRITY: "P8: the registered artifact's sha256 matches the recorded one",
-    gates.GOLDEN_SET_DISJOINT: "P1: the training data in the model's lineage shares no entity, record or day with "
-                               "the golden set",
-    gates.GOLDEN_SET_GATES: "P2/P3: precision, recall and ROC AUC on the golden set meet the contract, and no "
-                            "regression against the champion (bootstrap CI)",
-    gates.INFERENCE_LATENCY: "P4: p99 of single-row scoring within the contract's limit",
-    gates.FAIRNESS: "P5: no group of the declared sensitive attribute is treated worse (the contract's fairness "
-                    "metric: error-rate or flag-rate ratios, confidence bounds)",
-}
 
 
 def _alert_incidents(decision: Decision, alerts: AlertSinkResource, context: dg.AssetExecutionContext,
@@ -41,8 +32,9 @@ def _alert_incidents(decision: Decision, alerts: AlertSinkResource, context: dg.
 
 
 def _check_results(decision: Decision, contract: Contract) -> list[dg.AssetCheckResult]:
-    return [dg.AssetCheckResult(check_name=name, asset_key="registered_model", passed=passed, metadata=meta)
-            for name, passed, meta in report.check_verdicts(decision, contract, REGISTERED_CHECKS)]
+    checks = {c.name: c for c in REGISTERED_CHECKS}
+    return [checks[name].result(Outcome(passed, "", meta))
+            for name, passed, meta in report.check_verdicts(decision, contract, checks)]
 
 
 def build(contract: Contract) -> list[dg.AssetsDefinition]:
@@ -50,9 +42,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         ins={"golden_set": dg.AssetIn()},
         kinds={"mlflow"},
-        check_specs=[dg.AssetCheckSpec("champion_scored_on_golden", asset="champion_golden_metrics",
-                                       description="P1: the serving champion has metrics on the golden version in "
-                                                   "force (its artifact verified), or there is no champion yet")],
+        check_specs=[CHAMPION_SCORED_ON_GOLDEN.spec()],
         description="P1: the serving champion's metrics on the golden version in force (precision, recall, ROC AUC "
         "with its bootstrap CI), recorded on its MLflow version as golden_<version>_* tags: the bar each challenger "
         "is judged against. Scored (hash-verified) the first time a golden version is seen, read back after. "
@@ -68,17 +58,14 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         if refused:
             context.log.error("cannot score the champion on golden %s: %s", manifest.version, meta["action"])
         yield dg.MaterializeResult(value=store, metadata=meta)
-        yield dg.AssetCheckResult(check_name="champion_scored_on_golden", asset_key="champion_golden_metrics",
-                                  passed=not refused, severity=dg.AssetCheckSeverity.WARN,
-                                  description=str(meta["action"]))
+        yield CHAMPION_SCORED_ON_GOLDEN.result(Outcome(not refused, str(meta["action"])))
 
     @dg.asset(
         group_name=GROUP,
         ins={name: dg.AssetIn() for name in ("model_checkpoint", "golden_set", "training_set")},
         deps=["champion_golden_metrics"],
         kinds={"mlflow"},
-        check_specs=[dg.AssetCheckSpec(name, asset="registered_model", blocking=True, description=text)
-                     for name, text in REGISTERED_CHECKS.items()],
+        check_specs=[c.spec() for c in REGISTERED_CHECKS],
         description="The trained pipeline (preprocessing + network) as an MLflow model version with lineage tags; "
         "alias 'challenger'. Every promotion gate is evaluated here as a blocking check (and again by "
         "champion_model before any alias moves).",
@@ -115,9 +102,7 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
         ins={name: dg.AssetIn() for name in ("golden_set", "training_set")},
         deps=["registered_model"],
         kinds={"mlflow"},
-        check_specs=[dg.AssetCheckSpec("champion_serves_verified_artifact", asset="champion_model", blocking=True,
-                                       description="P6/P8: the 'champion' alias resolves to a version whose artifact "
-                                                   "hash verifies")],
+        check_specs=[CHAMPION_SERVES_VERIFIED_ARTIFACT.spec()],
         description="Alias 'champion', moved to the challenger only when every gate passes on the golden set "
         "(absolute, champion/challenger with bootstrap CI, latency, integrity); the old champion becomes 'previous'.",
     )
@@ -146,8 +131,8 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
                                    Path(context.instance.storage_directory()) / "tmp" / "champion")
         yield dg.MaterializeResult(value=store, metadata=report.champion_metadata(
             result, current, registry.aliases(), golden_manifest.version))
-        yield dg.AssetCheckResult(check_name="champion_serves_verified_artifact", asset_key="champion_model",
-                                  passed=not error, metadata={"champion_version": current.version, "error": error})
+        yield CHAMPION_SERVES_VERIFIED_ARTIFACT.result(Outcome(not error, error, {"champion_version": current.version,
+                                                                                  "error": error}))
 
     return [champion_golden_metrics, registered_model, champion_model]
 

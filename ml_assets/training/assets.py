@@ -22,6 +22,7 @@ from ml_assets.training.checkpoint import (
     time_budget,
     validation_auc,
 )
+from ml_assets.training.checks import VALIDATION_AUC
 from ml_assets.training.launcher import TrainingFailed
 
 GROUP = "training"
@@ -39,9 +40,7 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
         ins={"training_set": dg.AssetIn()},
         kinds={"pytorch"},
         op_tags={"ml_assets/gpu": "true", **(op_tags or {})},
-        check_specs=[dg.AssetCheckSpec("validation_auc", asset="model_checkpoint",
-                                       description="the trained network learned something: validation ROC AUC "
-                                                   "at least the golden-set gate")],
+        check_specs=[VALIDATION_AUC.spec()],
         description="DDP training through torchrun behind the launcher resource; resumable checkpoints (T1, T2).",
     )
     def model_checkpoint(context: dg.AssetExecutionContext, lake: StorageResource, trainer: TrainingLauncherResource,
@@ -69,9 +68,6 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
         store.write_bytes(LATEST, json.dumps(latest, indent=2).encode())
         yield dg.MaterializeResult(value=store, metadata=checkpoint_metadata(run, training_hash, trained, took, budget,
                                                                 bool(overtime), trainer.describe()))
-        verdict = validation_auc(trained.result, contract.thresholds.gates.roc_auc_min)
-        yield dg.AssetCheckResult(check_name="validation_auc", asset_key="model_checkpoint", passed=verdict.passed,
-                                  severity=dg.AssetCheckSeverity.WARN, description=verdict.description,
-                                  metadata=dict(verdict.metadata or {}))
+        yield VALIDATION_AUC.result(validation_auc(trained.result, contract.thresholds.gates.roc_auc_min))
 
     return [model_checkpoint]

@@ -65,7 +65,8 @@ def test_absolute_gate_fails_on_undefined_metric():
 def test_each_gate_carries_its_check_and_its_rule_and_the_checks_group_by_it():
     from ml_assets.contract import load_contract
     from ml_assets.registry import gates
-    from ml_assets.registry.assets import REGISTERED_CHECKS, _check_results
+    from ml_assets.registry.assets import _check_results
+    from ml_assets.registry.checks import REGISTERED_CHECKS
     from ml_assets.registry.promotion import Decision
 
     res = _by_name(absolute_gates({"precision": 0.9, "recall": 0.6, "roc_auc": 0.95}, 0.85, 0.70, 0.92))
@@ -75,7 +76,7 @@ def test_each_gate_carries_its_check_and_its_rule_and_the_checks_group_by_it():
     assert (row["check"], row["rule"]) == (gates.GOLDEN_SET_GATES, ">= 0.85") and "champion_metric" not in row
     with pytest.raises(ValueError, match="unknown check 'golden_set_gate'"):
         GateResult("x", True, None, None, "", check="golden_set_gate", rule="")
-    assert set(REGISTERED_CHECKS) == set(gates.CHECKS)
+    assert {c.name for c in REGISTERED_CHECKS} == set(gates.CHECKS)
     # A check is judged by the gates that name it, whatever the gates are called.
     odd = GateResult("p99_of_one_row", True, 1.0, 50.0, "fast", check=gates.INFERENCE_LATENCY, rule="p99 <= 50.0 ms")
     decision = Decision("2", "1", "v1", [*res.values(), odd])
