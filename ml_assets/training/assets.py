@@ -42,7 +42,8 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
         check_specs=[dg.AssetCheckSpec("validation_auc", asset="model_checkpoint",
                                        description="the trained network learned something: validation ROC AUC "
                                                    "at least the golden-set gate")],
-        description="DDP training through torchrun behind the launcher resource; resumable checkpoints (T1, T2).",
+        description="DDP training through torchrun behind the launcher resource, epochs and result reported "
+                    "through Dagster Pipes; resumable checkpoints (T1, T2).",
     )
     def model_checkpoint(context: dg.AssetExecutionContext, lake: StorageResource, trainer: TrainingLauncherResource,
                          alerts: AlertSinkResource):
@@ -58,7 +59,7 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
 
         t0 = time.perf_counter()
         try:
-            trained = trainer.launch(run.data, run.out_dir, spec, log=context.log.info, timeout_s=budget.deadline_s,
+            trained = trainer.launch(context, run.data, run.out_dir, spec, timeout_s=budget.deadline_s,
                                      checkpoint_uri=run.checkpoint_uri, overtime_s=budget.overtime_s,
                                      on_overtime=on_overtime)
         except TrainingFailed as e:

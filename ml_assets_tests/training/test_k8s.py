@@ -166,5 +166,5 @@ def test_bad_cluster_settings_fail_before_anything_is_rendered():
     with pytest.raises(ValueError, match="not a DNS label"):
         k8s.job_name_for("Run_Key!")
     with pytest.raises(ValueError, match="needs the checkpoints on S3"):
-        KubernetesTorchrunLauncherResource(cluster=k8s.GpuTrainingConfig(image="x", nnodes=2)).launch(Path("d"), Path("o"), {}, timeout_s=60,
-                                                                        checkpoint_uri="/local/dir")
+        KubernetesTorchrunLauncherResource(cluster=k8s.GpuTrainingConfig(image="x", nnodes=2)).launch(
+            dg.build_asset_context(), Path("d"), Path("o"), {}, timeout_s=60, checkpoint_uri="/local/dir")

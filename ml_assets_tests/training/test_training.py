@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,12 +18,15 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from torch.utils.data import DistributedSampler, TensorDataset
 
 from ml_assets.contract import load_contract
+from ml_assets.resources.training import launch_standalone, run_torchrun
 from ml_assets.training import ddp, launcher
 from ml_assets.training.launcher import (
     LocalTorchrunLauncher,
     TrainingFailed,
+    TrainingResult,
     _child_env,
     available_cpus,
+    output_tail,
     threads_per_rank,
 )
 from ml_assets.training.model import build_model
@@ -69,14 +73,31 @@ def data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def launch_logged(launcher_: LocalTorchrunLauncher, data: Path, out: Path, spec: dict) -> tuple[TrainingResult, list[str]]:
+    """A launch inside a real (test-instance) Dagster run, and the messages that reached that run's event log."""
+    got: dict[str, TrainingResult] = {}
+
+    @dg.asset
+    def training(context):  # unannotated: annotations are strings here (PEP 563), which Dagster refuses
+        got["run"] = run_torchrun(context, launcher_, data, out, spec)
+        return dg.MaterializeResult()  # a step that opened a Pipes session must report its asset
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([training], instance=instance)
+        lines = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    return got["run"], lines
+
+
+def rank_output(out: Path) -> list[str]:
+    """Every line the ranks wrote to stdout and stderr, from torchrun's log files in the run directory."""
+    return output_tail(out / launcher.LOG_DIR, lines=10**6)
+
+
 @pytest.fixture(scope="module")
 def reference_run(data_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One uninterrupted 2-rank run that several tests compare against."""
-    lines: list[str] = []
-    result = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(
-        data_path, tmp_path_factory.mktemp("reference"), SPEC, log=lines.append
-    )
-    return result, lines
+    """One uninterrupted 2-rank run that several tests compare against, and what reached the Dagster log."""
+    return launch_logged(LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180), data_path,
+                         tmp_path_factory.mktemp("reference"), SPEC)
 
 
 # --- preprocessing ------------------------------------------------------------------------------------------------
@@ -136,14 +157,25 @@ def test_two_ranks_train_end_to_end_through_torchrun(reference_run, data_path: P
     assert result["resumed_from_epoch"] is None
     # every 3 epochs and at the last one
     assert sorted(p.name for p in (run.out_dir / "checkpoints").iterdir()) == ["epoch_0003.pt", "epoch_0004.pt"]
+    # Epochs and result came from rank 0's Pipes messages (nothing parses stdout), equal to what it wrote to disk.
     assert [e["epoch"] for e in run.epochs_log] == [1, 2, 3, 4]
-    assert len((run.out_dir / "metrics.jsonl").read_text().splitlines()) == 4
+    on_disk = [json.loads(line) for line in (run.out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert run.epochs_log == on_disk
+    assert result == json.loads((run.out_dir / "result.json").read_text())
     assert result["val_auc"] > 0.8, result
     assert result["train_rows"] == 2400 and result["val_rows"] == 600 and 0 < result["train_positives"] < 240
     assert 0.0 < result["threshold"] < 1.0 and result["val_recall"] > 0
-    assert any('"event": "done"' in line for line in lines)
-    assert any("1200 rows per rank, 19 optimizer steps per epoch of 2 micro-batch(es) of 32 rows per rank; global "
-               "batch 128 rows" in line for line in lines)
+    # Rank 0's log reached the Dagster log through Pipes, once: rank 1 never opens the session.
+    assert len([line for line in lines if line.startswith("epoch 4/4: train_loss")]) == 1
+    assert "[pipes] external process successfully opened dagster pipes." in lines
+    rows_line = ("1200 rows per rank, 19 optimizer steps per epoch of 2 micro-batch(es) of 32 rows per rank; global "
+                 "batch 128 rows")
+    assert any(line.startswith(rows_line) for line in lines)
+    # Every rank's own output is kept in torchrun's log files (the tail of a failure comes from there).
+    output = rank_output(run.out_dir)
+    assert any(line.startswith("[attempt_0 rank 0 stderr]") and rows_line in line for line in output)
+    kept = {(f.parent.name, f.name) for f in (run.out_dir / launcher.LOG_DIR).glob("*/attempt_0/*/std*.log")}
+    assert kept == {(rank, stream) for rank in ("0", "1") for stream in ("stdout.log", "stderr.log")}
 
     # The artifacts alone (preprocessor.json + model.pt) reproduce the reported validation AUC.
     pre = Preprocessor.from_dict(json.loads((run.out_dir / "preprocessor.json").read_text()))
@@ -283,8 +315,8 @@ def test_the_entry_point_refuses_an_invalid_spec_with_the_contracts_model_naming
             ddp.load_spec(path)
     # The launcher validates with the same model before anything starts.
     with pytest.raises(ValueError, match="epochs"):
-        LocalTorchrunLauncher(nproc_per_node=1, timeout_s=5).launch(tmp_path / "d.parquet", tmp_path / "run",
-                                                                    {**SPEC, "epochs": 0})
+        launch_standalone(LocalTorchrunLauncher(nproc_per_node=1, timeout_s=5), tmp_path / "d.parquet",
+                          tmp_path / "run", {**SPEC, "epochs": 0})
     assert not (tmp_path / "run" / "spec.json").exists()
     path.write_text(json.dumps({k: v for k, v in SPEC.items() if k not in ("accumulation_steps",)}))
     spec = ddp.load_spec(path)
@@ -318,14 +350,15 @@ def test_crash_after_a_checkpoint_resumes_from_it(reference_run, data_path: Path
     out = tmp_path / "run"
     crashing = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180, extra_env=crash_after_epoch_2)
     with pytest.raises(TrainingFailed) as failure:
-        crashing.launch(data_path, out, spec)
-    assert failure.value.returncode != 0
-    assert crash_drill.MARKER in str(failure.value)  # the output tail is in the message
+        launch_standalone(crashing, data_path, out, spec)
+    assert failure.value.returncode == 1  # torchrun's status when its workers failed, read from the Pipes client
+    assert crash_drill.MARKER in str(failure.value)  # the ranks' output tail is in the message
+    assert any(line.startswith("[attempt_0 rank 1 stderr]") for line in failure.value.output_tail)
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["epoch_0001.pt", "epoch_0002.pt"]
     assert not (out / "result.json").exists()
 
     monkeypatch.undo()  # the production entry point resumes
-    resumed = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(data_path, out, spec)
+    resumed = launch_standalone(LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180), data_path, out, spec)
     assert resumed.result["resumed_from_epoch"] == 2
     assert [e["epoch"] for e in resumed.epochs_log] == [3, 4]
     assert [json.loads(r)["epoch"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
@@ -338,8 +371,10 @@ def test_crash_after_a_checkpoint_resumes_from_it(reference_run, data_path: Path
 def test_elastic_restart_recovers_within_one_launch(reference_run, data_path: Path, tmp_path: Path,
                                                     crash_after_epoch_2: dict[str, str]):
     elastic = LocalTorchrunLauncher(nproc_per_node=2, max_restarts=1, timeout_s=180, extra_env=crash_after_epoch_2)
-    run = elastic.launch(data_path, tmp_path / "run", {**SPEC, "checkpoint_every": 1})
+    run = launch_standalone(elastic, data_path, tmp_path / "run", {**SPEC, "checkpoint_every": 1})
     assert run.result["resumed_from_epoch"] == 2  # the restarted workers picked up the checkpoint
+    # Each worker group's rank 0 reported through the same Pipes session: epochs 1-2, then 3-4 after the restart.
+    assert [e["epoch"] for e in run.epochs_log] == [1, 2, 3, 4]
     assert run.result["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
     assert_same_weights(run.out_dir, reference_run[0].out_dir)
 
@@ -350,10 +385,10 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(reference_run, dat
     shutil.copytree(reference_run[0].out_dir, out)
     latest = out / "checkpoints" / "epoch_0004.pt"
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
-    lines: list[str] = []
-    run = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(data_path, out, SPEC, log=lines.append)
+    run, lines = launch_logged(LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180), data_path, out, SPEC)
     assert run.result["resumed_from_epoch"] == 3
-    assert any("epoch_0004.pt cannot be loaded" in line for line in lines)
+    assert any("epoch_0004.pt cannot be loaded" in line for line in lines)  # rank 0's warning, through Pipes
+    assert len([line for line in rank_output(out) if "epoch_0004.pt cannot be loaded" in line]) == 2  # every rank
     assert [e["epoch"] for e in run.epochs_log] == [4]
     assert run.result["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
     assert_same_weights(run.out_dir, reference_run[0].out_dir)
@@ -395,7 +430,8 @@ def test_deadline_kills_the_whole_process_tree(data_path: Path, tmp_path: Path):
     try:
         with pytest.raises(TrainingFailed, match="exceeded the deadline"):
             # 10 s: on a loaded 2-core machine torchrun alone can take 5 s to start its ranks.
-            LocalTorchrunLauncher(nproc_per_node=2, timeout_s=10).launch(data_path, out, {**SPEC, "epochs": 500})
+            launch_standalone(LocalTorchrunLauncher(nproc_per_node=2, timeout_s=10), data_path, out,
+                              {**SPEC, "epochs": 500})
     finally:
         stop.set()
         watcher.join()
