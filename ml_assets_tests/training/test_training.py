@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -461,3 +464,45 @@ def test_validation_rows_do_not_influence_the_fitted_preprocessing(data_path: Pa
     assert_same_weights(tmp_path / "a", tmp_path / "b")
     # The changed rows were read (they are the validation split: its metrics moved), just never fitted on.
     assert other["val_auc"] != pytest.approx(base["val_auc"], abs=1e-3)
+
+
+def test_the_entry_point_imports_dagster_pipes_but_not_dagster():
+    """The ranks (and the Kubernetes pods) load the light Pipes package only, never the orchestrator."""
+    code = ("import sys, ml_assets.training.ddp; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'dagster_pipes'}))")
+    out = subprocess.run([sys.executable, "-c", code], env=_child_env(None), capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split() == ["['dagster_pipes']"]
+
+
+ORPHAN_MAKER = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "orphan-of", sys.argv[1]], start_new_session=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_watchdog_kills_a_descendant_in_its_own_session_that_outlived_its_parent(tmp_path: Path):
+    """What torchrun does when it dies without reaping a rank: the rank sits in a session of its own and is adopted by
+    init. The watchdog saw it while its parent ran, and kills it when the watch ends."""
+    tag = str(tmp_path)
+    cmd = [sys.executable, "-c", ORPHAN_MAKER, tag, "1.5"]
+    with launcher.ProcessTreeWatchdog(cmd, poll_s=0.05) as watchdog:
+        assert subprocess.run(cmd, timeout=60).returncode == 0  # the parent exits 0, its child lives on
+        (orphan,) = [p for p in processes_mentioning(tag) if p != os.getpid()]
+        assert orphan in watchdog.tree and os.getsid(orphan) != os.getsid(0)
+    assert processes_mentioning(f"orphan-of\x00{tag}") == []
+
+
+def test_watchdog_enforces_the_deadline_and_alerts_once_before_it(tmp_path: Path):
+    tag = str(tmp_path)
+    cmd = [sys.executable, "-c", ORPHAN_MAKER, tag, "120"]
+    alerts: list[float] = []
+    started = time.monotonic()
+    with launcher.ProcessTreeWatchdog(cmd, deadline_s=3.0, overtime_s=1.0, on_overtime=alerts.append,
+                                      poll_s=0.05, grace_s=2.0) as watchdog:
+        code = subprocess.run(cmd, timeout=60).returncode
+    assert watchdog.deadline_passed and code == -signal.SIGTERM  # the parent got SIGTERM first, as torchrun does
+    assert 3.0 <= time.monotonic() - started < 20
+    assert len(alerts) == 1 and 1.0 <= alerts[0] < 3.0
+    assert processes_mentioning(tag) == []
