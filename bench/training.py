@@ -131,16 +131,11 @@ def anchor_rates(data: Path, run_spec: dict, threads: int) -> tuple[list[float],
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Pids of live processes whose command line contains `text` (Linux /proc), to kill the whole training from
-    outside. The tests have the same helper (ml_assets_tests/processes.py); this script runs without them."""
-    found = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        try:
-            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    """Pids of live processes whose command line contains `text`, to kill the whole training from outside. The tests
+    have the same helper (ml_assets_tests/processes.py); this script runs without them."""
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if text in "\0".join(p.info["cmdline"] or [])]
 
 
 def kill_training(out: Path) -> None:
