@@ -83,14 +83,15 @@ def build_sets(root: Path, cards: int, seed: int, days: int, contract) -> dict:
 def train_and_score(root: Path, training: pd.DataFrame, golden: pd.DataFrame, contract) -> tuple[np.ndarray, float]:
     import torch
 
+    from ml_assets.resources.training import launch_standalone
     from ml_assets.training.launcher import LocalTorchrunLauncher
     from ml_assets.training.model import build_model
     from ml_assets.training.preprocess import Preprocessor
 
     data = root / "training_set.parquet"
     training.to_parquet(data, index=False)
-    run = LocalTorchrunLauncher(nproc_per_node=contract.training.nproc_per_node, timeout_s=1800).launch(
-        data, root / "run", contract.training_spec)
+    run = launch_standalone(LocalTorchrunLauncher(nproc_per_node=contract.training.nproc_per_node, timeout_s=1800),
+                            data, root / "run", contract.training_spec)
     pre = Preprocessor.from_dict(json.loads((root / "run" / "preprocessor.json").read_text()))
     net = build_model(run.result["input_dim"], run.result["hidden"])
     net.load_state_dict(torch.load(root / "run" / "model.pt", weights_only=True))

@@ -37,6 +37,7 @@ other work, 2 ranks compete with everything else for the cores: read the load wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -78,8 +79,10 @@ def spec(epochs: int, batch_size: int, accumulation: int, hidden: list[int], che
 def project_rates(launcher_cls, data: Path, out: Path, nproc: int, threads: int, run_spec: dict,
                   train_rows: int) -> tuple[list[float], list[float]]:
     """(samples/s, samples per CPU-second) of epochs 2.. of one launch."""
-    run = launcher_cls(nproc_per_node=nproc, timeout_s=1800, extra_env={"OMP_NUM_THREADS": str(threads)}).launch(
-        data, out, run_spec)
+    from ml_assets.resources.training import launch_standalone
+
+    run = launch_standalone(launcher_cls(nproc_per_node=nproc, timeout_s=1800,
+                                         extra_env={"OMP_NUM_THREADS": str(threads)}), data, out, run_spec)
     epochs = [e for e in run.epochs_log if e["epoch"] >= 2] or run.epochs_log[-1:]
     rows = -(-train_rows // nproc) * nproc  # the sampler pads the shards to equal length
     return [e["samples_per_s"] for e in epochs], [rows / e["cpu_s"] for e in epochs]
@@ -128,23 +131,26 @@ def anchor_rates(data: Path, run_spec: dict, threads: int) -> tuple[list[float],
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Pids of live processes whose command line contains `text` (Linux /proc), to kill the whole training from
-    outside. The tests have the same helper (ml_assets_tests/processes.py); this script runs without them."""
-    found = []
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        try:
-            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    """Pids of live processes whose command line contains `text`, to kill the whole training from outside. The tests
+    have the same helper (ml_assets_tests/processes.py); this script runs without them."""
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if text in "\0".join(p.info["cmdline"] or [])]
 
 
-class _Measured(Exception):
-    """Raised from the log callback once the resumed run has completed an epoch."""
+def kill_training(out: Path) -> None:
+    """SIGKILL torchrun and every rank of the run in `out` at once (torchrun shares this process's group: the Pipes
+    client starts it without a session of its own, so no killpg)."""
+    for pid in processes_mentioning(str(out)):
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def recovery(launcher_cls, failed_cls, data: Path, root: Path, run_spec: dict) -> dict:
+    from ml_assets.resources.training import launch_standalone
+    from ml_assets.training.launcher import LOG_DIR, output_tail
+
     out, store = root / "recovery", root / "recovery_store"
     run_spec = {**run_spec, "epochs": 30, "checkpoint_every": 1}
     killed: dict = {}
@@ -152,37 +158,43 @@ def recovery(launcher_cls, failed_cls, data: Path, root: Path, run_spec: dict) -
     def kill_after_second_checkpoint() -> None:
         while not (store / "checkpoints" / "epoch_0002.pt").exists():
             time.sleep(0.02)
-        for group in {os.getpgid(pid) for pid in processes_mentioning(str(out))} - {os.getpgrp()}:
-            os.killpg(group, signal.SIGKILL)
+        kill_training(out)
         killed["at"] = time.monotonic()
 
     killer = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
     killer.start()
     try:
-        launcher_cls(nproc_per_node=2, timeout_s=1800).launch(data, out, run_spec, checkpoint_uri=str(store))
+        launch_standalone(launcher_cls(nproc_per_node=2, timeout_s=1800), data, out, run_spec,
+                          checkpoint_uri=str(store))
         raise RuntimeError("the run finished before it was killed; use more --rows")
     except failed_cls:
         pass
     killer.join()
     detected = time.monotonic() - killed["at"]
     marks: dict = {}
+    earlier = frozenset(p.name for p in (out / LOG_DIR).iterdir())
 
-    def watch(line: str) -> None:
-        now = time.monotonic()
-        resumed = re.search(r"resuming from .* \(epoch (\d+) of", line)
-        if resumed and "resumed" not in marks:
-            marks["resumed"], marks["resumed_from_epoch"] = now, int(resumed.group(1))
-        if line.startswith('{"event": "epoch"') and "first_epoch" not in marks:
-            marks["first_epoch"] = now
-            marks["epoch"] = json.loads(line)["epoch"]
-            raise _Measured  # the launcher kills the run: the remaining epochs measure nothing new
+    def watch() -> None:
+        """Rank 0's log lines as they reach torchrun's log files: "resuming from", then the first epoch done."""
+        while "first_epoch" not in marks:
+            text = "\n".join(output_tail(out / LOG_DIR, earlier, lines=10**6))
+            now = time.monotonic()
+            resumed = re.search(r"resuming from .* \(epoch (\d+) of", text)
+            if resumed and "resumed" not in marks:
+                marks["resumed"], marks["resumed_from_epoch"] = now, int(resumed.group(1))
+            epoch = re.search(r"epoch (\d+)/\d+: train_loss", text)
+            if epoch and "resumed" in marks:
+                marks["first_epoch"], marks["epoch"] = now, int(epoch.group(1))
+                kill_training(out)  # the remaining epochs measure nothing new
+            time.sleep(0.02)
 
+    watcher = threading.Thread(target=watch, daemon=True)
     restart = time.monotonic()
-    try:
-        launcher_cls(nproc_per_node=2, timeout_s=1800).launch(data, out, run_spec, log=watch,
-                                                              checkpoint_uri=str(store))
-    except _Measured:
-        pass
+    watcher.start()
+    with contextlib.suppress(failed_cls):
+        launch_standalone(launcher_cls(nproc_per_node=2, timeout_s=1800), data, out, run_spec,
+                          checkpoint_uri=str(store))
+    watcher.join()
     return {"killed_after_checkpoint": 2, "resumed_from_epoch": marks["resumed_from_epoch"],
             "kill_to_failure_reported_s": round(detected, 2),
             "relaunch_to_resumed_s": round(marks["resumed"] - restart, 2),

@@ -41,7 +41,8 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
         kinds={"pytorch"},
         op_tags={"ml_assets/gpu": "true", **(op_tags or {})},
         check_specs=[VALIDATION_AUC.spec()],
-        description="DDP training through torchrun behind the launcher resource; resumable checkpoints (T1, T2).",
+        description="DDP training through torchrun behind the launcher resource, epochs and result reported "
+                    "through Dagster Pipes; resumable checkpoints (T1, T2).",
     )
     def model_checkpoint(context: dg.AssetExecutionContext, lake: StorageResource, trainer: TrainingLauncherResource,
                          alerts: AlertSinkResource, training_set: LakeInput):
@@ -57,7 +58,7 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
 
         t0 = time.perf_counter()
         try:
-            trained = trainer.launch(run.data, run.out_dir, spec, log=context.log.info, timeout_s=budget.deadline_s,
+            trained = trainer.launch(context, run.data, run.out_dir, spec, timeout_s=budget.deadline_s,
                                      checkpoint_uri=run.checkpoint_uri, overtime_s=budget.overtime_s,
                                      on_overtime=on_overtime)
         except TrainingFailed as e:
@@ -66,8 +67,8 @@ def build(contract: Contract, checkpoints_root: Path, op_tags: dict[str, str] | 
         took = time.perf_counter() - t0
         latest = latest_record(run, training_hash, context.run.run_id, trained.result)
         store.write_bytes(LATEST, json.dumps(latest, indent=2).encode())
-        yield dg.MaterializeResult(value=store, metadata=checkpoint_metadata(run, training_hash, trained, took, budget,
-                                                                bool(overtime), trainer.describe()))
+        yield dg.MaterializeResult(value=store, metadata=checkpoint_metadata(
+            run, training_hash, trained, took, budget, bool(overtime), trainer.describe()))
         yield VALIDATION_AUC.result(validation_auc(trained.result, contract.thresholds.gates.roc_auc_min))
 
     return [model_checkpoint]

@@ -3,8 +3,16 @@
     torchrun --standalone --nproc_per_node=2 -m ml_assets.training.ddp \
         --data training_set.parquet --out run_dir --spec spec.json
 
-The same module runs in the Kubernetes pods (NCCL on GPUs) and locally (gloo on CPU);
-nothing here knows about Dagster. The caller reads `run_dir/result.json`.
+The same module runs in the Kubernetes pods (NCCL on GPUs) and locally (gloo on CPU).
+
+Reporting (Dagster Pipes). When a Pipes session launched the process (the bootstrap
+variables are set: `PipesSubprocessClient` locally, the multi-node Job's pods through an
+S3 message channel), global rank 0 opens it with `dagster_pipes.open_dagster_pipes` and
+reports each epoch's metrics and the final result as custom messages, and forwards its log
+records to the Dagster log. The other ranks never open it: one writer per session. Without
+the variables (plain python, a hand run, the tests) nothing is opened and nothing changes.
+Only the light `dagster_pipes` package is imported, never `dagster`. Rank 0 also writes
+`run_dir/result.json`, which the registry publishes with the model.
 
 Split. Rows are ordered by the spec's timestamp (stable sort, ties keep file order); the
 last `validation_fraction` of them is the validation split, the rest the train split, so
@@ -73,6 +81,7 @@ import random
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -82,6 +91,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, PipesS3MessageWriter, open_dagster_pipes
 from pydantic import ValidationError
 from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -428,8 +438,51 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n").encode())
 
 
-def _emit(event: dict[str, Any]) -> None:
-    print(json.dumps(_json_safe(event)), flush=True)
+class _ToPipes(logging.Handler):
+    """Rank 0's log records, also into the Dagster log (through the Pipes session)."""
+
+    def __init__(self, pipes: PipesContext):
+        super().__init__(logging.INFO)
+        self.pipes = pipes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.pipes.log.log(record.levelno, record.getMessage())
+        except Exception:  # a lost channel must not stop training; logging reports it on stderr
+            self.handleError(record)
+
+
+# Seconds between two uploads of the S3 message channel (multi-node): epochs reach the Dagster log this late.
+PIPES_S3_INTERVAL_S = 2.0
+
+
+@contextlib.contextmanager
+def open_reporting(env: DistEnv) -> Iterator[PipesContext | None]:
+    """Global rank 0's Dagster Pipes session, or None: on the other ranks, and when no Pipes session launched
+    this process. The message channel is what the orchestrator asked for: a file (PipesSubprocessClient) or an
+    S3 prefix (the multi-node Job, whose pods share no disk with the step)."""
+    params = PipesEnvVarParamsLoader()
+    if not env.is_main or not params.is_dagster_pipes_process():
+        yield None
+        return
+    writer = None
+    if "bucket" in params.load_messages_params():
+        import boto3  # only the S3 channel needs it
+
+        client = boto3.client("s3", endpoint_url=os.environ.get("ML_ASSETS_S3_ENDPOINT_URL") or None)
+        writer = PipesS3MessageWriter(client, interval=PIPES_S3_INTERVAL_S)
+    with open_dagster_pipes(message_writer=writer) as pipes:
+        handler = _ToPipes(pipes)
+        logging.getLogger().addHandler(handler)
+        try:
+            yield pipes
+        finally:
+            logging.getLogger().removeHandler(handler)
+
+
+def _report(pipes: PipesContext | None, message: dict[str, Any]) -> None:
+    if pipes is not None:
+        pipes.report_custom_message(_json_safe(message))
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -484,14 +537,15 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s [rank {env.rank}/{env.world_size}] %(levelname)s %(name)s: %(message)s",
     )
     try:
-        _train(args, env)
+        with open_reporting(env) as pipes:
+            _train(args, env, pipes)
     finally:
         if env.distributed and dist.is_initialized():
             dist.destroy_process_group()
     return 0
 
 
-def _train(args: argparse.Namespace, env: DistEnv) -> None:
+def _train(args: argparse.Namespace, env: DistEnv, pipes: PipesContext | None = None) -> None:
     started = time.perf_counter()
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -642,7 +696,9 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
                 "cpu_s": cpu_s,
                 "world_size": env.world_size,
             }
-            _emit(row)
+            log.info("epoch %d/%d: train_loss %.4f val_loss %.4f val_auc %s samples/s %.0f", epoch, epochs, train_loss,
+                     val_loss, f"{val_auc:.4f}" if val_auc is not None else "undefined", samples_per_s)
+            _report(pipes, row)
             _append_metrics(metrics_path, row)
 
         if epoch % spec.checkpoint_every == 0 or epoch == epochs:
@@ -716,7 +772,7 @@ def _train(args: argparse.Namespace, env: DistEnv) -> None:
             # result.json last: its presence in the store means the other outputs are complete.
             for name in PUBLISHED_OUTPUTS:
                 store.write_bytes(name, (out_dir / name).read_bytes())
-        _emit({"event": "done", **result})
+        _report(pipes, {"event": "result", "result": result})
     _barrier(env)
 
 

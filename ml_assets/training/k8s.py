@@ -7,7 +7,7 @@ Single node: the `model_checkpoint` step itself runs on a GPU node. Its op tags
 node selector and tolerations; inside the step pod the ordinary torchrun launcher starts
 one rank per GPU with NCCL.
 
-Several nodes: the step pod submits an indexed Job (one pod per node, `completionMode:
+Several nodes: the step pod opens a Dagster Pipes session (messages through S3) and submits an indexed Job (one pod per node, `completionMode:
 Indexed`) and a headless Service. Pod `i` of the Job is reachable as `<job>-<i>.<service>`;
 node rank = the completion index, and pod 0 hosts torchrun's c10d rendezvous, so every pod
 runs the same command with `--rdzv-endpoint=<job>-0.<service>:<port>`. Pods repel each other
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client as k8s
@@ -140,11 +140,13 @@ def rendezvous_endpoint(name: str, port: int) -> str:
 
 
 def render_multinode(cfg: GpuTrainingConfig, run_key: str, data_uri: str, spec_uri: str, checkpoint_uri: str,
-                     deadline_s: float) -> list[dict[str, Any]]:
+                     deadline_s: float, pipes_env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """[headless Service, indexed Job] for `cfg.nnodes` nodes x `cfg.gpus_per_node` GPUs.
 
     `deadline_s` (the contract's deadline_factor x expected_minutes) becomes activeDeadlineSeconds: the
-    cluster stops the pods even when nobody is left watching them.
+    cluster stops the pods even when nobody is left watching them. `pipes_env` is the Dagster Pipes
+    session's bootstrap variables (`PipesSession.get_bootstrap_env_vars()`): every pod gets them, global
+    rank 0 alone opens the session and reports epochs and the result through its S3 message channel.
     """
     name = job_name_for(run_key)
     labels = {APP_LABEL: "ml-assets", "app.kubernetes.io/component": "training", RUN_LABEL: name}
@@ -153,7 +155,7 @@ def render_multinode(cfg: GpuTrainingConfig, run_key: str, data_uri: str, spec_u
             *entry_args(data_uri, f"{SCRATCH}/run", spec_uri, checkpoint_uri)]
     env = [k8s.V1EnvVar(name="NODE_RANK", value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(
         field_path=f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']")))]
-    env += [k8s.V1EnvVar(name=k, value=v) for k, v in training_env(cfg).items()]
+    env += [k8s.V1EnvVar(name=k, value=v) for k, v in {**training_env(cfg), **(pipes_env or {})}.items()]
     container = k8s.V1Container(
         name="trainer",
         image=cfg.image,

@@ -1,8 +1,12 @@
 """Run the DDP entry point (`ml_assets.training.ddp`) through torchrun on this machine.
 
-The launcher owns the child process tree: torchrun runs in its own process group, which
-is killed as a whole when the deadline passes or the caller is interrupted, so no
-orphaned workers keep a CPU (or a GPU) busy after the step that started them is gone.
+The plain half of the local launch: the command, its environment, the watchdog over its
+process tree and the reading of what came back. `ml_assets.resources.training` starts the
+command through Dagster Pipes (`PipesSubprocessClient`), so epochs and the result arrive as
+Pipes messages from rank 0 rather than as lines parsed out of stdout. The watchdog kills
+the whole tree (torchrun and every rank, each in a session of its own) when the deadline
+passes, the caller is interrupted or torchrun exits leaving a rank behind, so no orphaned
+worker keeps a CPU (or a GPU) busy after the step that started it is gone.
 
 `torchrun_args` is the one place the torchrun flags are built: the local launcher, the
 single-node Kubernetes step (same launcher, inside the step pod) and the multi-node pods
@@ -15,19 +19,16 @@ every node's workers together.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import queue
-import signal
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 import ml_assets
 from ml_assets.contract.model import TrainingSpec
@@ -97,59 +98,6 @@ def _child_env(extra_env: dict[str, str] | None, nproc_per_node: int = 1) -> dic
     return env
 
 
-def _cmdline(pid: int) -> bytes | None:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return None
-
-
-def _descendants(pid: int) -> dict[int, bytes | None]:
-    """Every live descendant of `pid` with its command line (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            # The command name in field 2 may hold spaces; the parent pid follows the closing parenthesis.
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return {p: _cmdline(p) for p in found}
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group (torchrun forwards it to the ranks), then SIGKILL whatever is left.
-
-    torchrun starts each rank in a session of its own, so the ranks are collected first and
-    killed by pid too: a torchrun that dies before forwarding the signal must not orphan them."""
-    ranks = _descendants(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    with contextlib.suppress(subprocess.TimeoutExpired):  # then it is killed below
-        proc.wait(timeout=_TERM_GRACE_S)
-    # Also after torchrun itself exited: a worker it failed to reap would otherwise live on.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for pid, cmdline in ranks.items():
-        if cmdline is None or _cmdline(pid) != cmdline:
-            continue  # gone, or the pid now belongs to another process
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-    proc.wait()
-
-
 ENTRY_MODULE = "ml_assets.training.ddp"
 
 
@@ -183,7 +131,169 @@ def entry_args(data: str | Path, out_dir: str | Path, spec: str | Path, checkpoi
     return args + (["--checkpoint-uri", checkpoint_uri] if checkpoint_uri else [])
 
 
+
+# torchrun keeps each rank's stdout and stderr in files under this folder of the run directory (and still prints
+# them): the tail of a failed run comes from there, since the Pipes client hands the streams straight through.
+LOG_DIR = "logs"
+
+
+def output_tail(log_dir: Path, skip: frozenset[str] = frozenset(), lines: int = _TAIL_LINES) -> list[str]:
+    """The last `lines` lines the ranks wrote (torchrun's `--tee` files: <run>/attempt_<n>/<local rank>/std*.log),
+    each prefixed with where it came from; the run folders named in `skip` (earlier launches) are left out."""
+    found = []
+    for file in log_dir.glob("*/attempt_*/*/std*.log") if log_dir.is_dir() else []:
+        run, attempt, rank = file.parts[-4:-1]
+        if run in skip:
+            continue
+        with contextlib.suppress(OSError):
+            text = file.read_text(encoding="utf-8", errors="replace").splitlines()
+            key = (int(attempt.removeprefix("attempt_")), int(rank) if rank.isdigit() else 0, file.name)
+            found.append((key, [f"[{attempt} rank {rank} {file.stem}] {line}" for line in text[-lines:]]))
+    return [line for _, block in sorted(found) for line in block][-lines:]
+
+
+def result_from_messages(messages: Sequence[Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(result, epochs) from the entry point's Pipes custom messages (`ddp._report`): the last "result" message and
+    every "epoch" message in order (a restarted worker group reports its epochs again from the checkpoint on)."""
+    events = [m for m in messages if isinstance(m, dict)]
+    results = [m["result"] for m in events if m.get("event") == "result" and isinstance(m.get("result"), dict)]
+    return (results[-1] if results else None), [m for m in events if m.get("event") == "epoch"]
+
+
+class ProcessTreeWatchdog:
+    """Watches the process tree of one command started by this process (the Pipes client's torchrun): calls
+    `on_overtime(elapsed_s)` once after `overtime_s` (T3), kills the whole tree after `deadline_s`, and on exit kills
+    whatever of the tree is still alive, so no rank outlives the step that started it.
+
+    Why a watchdog: `PipesSubprocessClient.run` blocks in `Popen.wait()` without a timeout, starts the child in this
+    process's session and forwards only a SIGINT on interruption; torchrun starts every rank in a session of its own,
+    so a rank whose agent dies before forwarding a signal would be orphaned. The tree is tracked while it runs with
+    psutil (a `psutil.Process` remembers its start time, so a recycled pid is never signalled) because once torchrun
+    is gone its ranks are re-parented and no longer found below it.
+    """
+
+    def __init__(self, command: Sequence[str], deadline_s: float | None = None, overtime_s: float | None = None,
+                 on_overtime: Callable[[float], None] | None = None, poll_s: float = 0.2,
+                 grace_s: float = _TERM_GRACE_S):
+        self.command = list(command)
+        self.deadline_s, self.overtime_s, self.on_overtime = deadline_s, overtime_s, on_overtime
+        self.poll_s, self.grace_s = poll_s, grace_s
+        self.deadline_passed = False
+        self.overtime_error: BaseException | None = None
+        self.root: psutil.Process | None = None
+        self.tree: dict[int, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="torchrun-watchdog", daemon=True)
+        self.started = time.monotonic()
+
+    def __enter__(self) -> ProcessTreeWatchdog:
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._track()
+        self.kill(grace_s=0.0)
+
+    def _find_root(self) -> psutil.Process | None:
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):  # gone, or not yet exec'd into the command
+                if child.cmdline() == self.command:
+                    return child
+        return None
+
+    def _track(self) -> None:
+        if self.root is None:
+            self.root = self._find_root()
+            if self.root is None:
+                return
+            self.tree[self.root.pid] = self.root
+        with contextlib.suppress(psutil.Error):
+            for proc in self.root.children(recursive=True):
+                self.tree.setdefault(proc.pid, proc)
+
+    def _watch(self) -> None:
+        overtime_pending = self.overtime_s is not None and self.on_overtime is not None
+        while not self._stop.wait(self.poll_s):
+            self._track()
+            elapsed = time.monotonic() - self.started
+            if overtime_pending and elapsed >= self.overtime_s:
+                overtime_pending = False
+                try:
+                    self.on_overtime(elapsed)
+                except Exception as e:  # an unreachable alert sink must not end the watch (and leave no deadline)
+                    self.overtime_error = e
+            if self.deadline_s is not None and elapsed >= self.deadline_s:
+                self.deadline_passed = True
+                self.kill(grace_s=self.grace_s)
+                return
+
+    def alive(self) -> list[psutil.Process]:
+        return [p for p in self.tree.values() if _running(p)]
+
+    def kill(self, grace_s: float) -> None:
+        """SIGTERM torchrun (it forwards the signal to the ranks and stops them) and wait up to `grace_s`; then SIGKILL
+        every process of the tree that is left."""
+        if self.root is not None and grace_s > 0 and _running(self.root):
+            with contextlib.suppress(psutil.Error):
+                self.root.terminate()
+            _wait_gone([self.root], grace_s)
+        left = self.alive()
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        _wait_gone(left, 5.0)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: Sequence[psutil.Process], timeout_s: float) -> None:
+    """Wait until none of `procs` runs (a zombie counts as gone). Polls instead of `psutil.wait_procs`, which reaps
+    children: torchrun is the Pipes client's child, and its `Popen.wait()` must get the exit status."""
+    until = time.monotonic() + timeout_s
+    while any(_running(p) for p in procs) and time.monotonic() < until:
+        time.sleep(0.05)
+
+
+@dataclass
+class PreparedLaunch:
+    """One torchrun launch, ready for a process starter (the Pipes client): what to run, with which environment, and
+    where its outputs and logs land."""
+
+    command: list[str]
+    env: dict[str, str]
+    out_dir: Path
+    log_dir: Path
+    earlier_logs: frozenset[str]
+
+    def tail(self) -> list[str]:
+        return output_tail(self.log_dir, self.earlier_logs)
+
+    def failed(self, reason: str, returncode: int | None) -> TrainingFailed:
+        return TrainingFailed(reason, returncode, self.tail())
+
+    def result(self, messages: Sequence[Any], duration_s: float) -> TrainingResult:
+        """The TrainingResult from what rank 0 reported through Pipes; a run that exited 0 without reporting a result
+        is a failure (an entry point that was not launched through Pipes, or one that died after its last epoch)."""
+        result, epochs = result_from_messages(messages)
+        if result is None:
+            raise self.failed(f"training exited 0 but reported no result through Dagster Pipes "
+                              f"({len(messages)} messages received)", 0)
+        return TrainingResult(out_dir=self.out_dir, result=result, epochs_log=epochs, command=self.command,
+                              duration_s=duration_s, returncode=0)
+
+
 class LocalTorchrunLauncher:
+    """The torchrun command line and environment for this machine; `ml_assets.resources.training` starts it through
+    Dagster Pipes (`PipesSubprocessClient`) under a `ProcessTreeWatchdog`."""
+
     def __init__(
         self,
         nproc_per_node: int = 2,
@@ -204,110 +314,19 @@ class LocalTorchrunLauncher:
 
     def command(self, data: Path, out_dir: Path, spec_path: Path, checkpoint_uri: str | None = None) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", *self.torchrun_args,
+                f"--log-dir={Path(out_dir) / LOG_DIR}", "--tee=3",
                 *entry_args(data, out_dir, spec_path, checkpoint_uri)]
 
-    def launch(
-        self,
-        data: Path,
-        out_dir: Path,
-        spec: TrainingSpec,
-        log: Callable[[str], None] | None = None,
-        checkpoint_uri: str | None = None,
-        overtime_s: float | None = None,
-        on_overtime: Callable[[float], None] | None = None,
-    ) -> TrainingResult:
-        """Run to completion. `on_overtime(elapsed_s)` is called once, while training still runs, when
-        `overtime_s` has passed (T3); past `timeout_s` the whole process tree is killed. `spec` is a TrainingSpec (a
-        mapping is validated into one first, so a bad spec is refused before anything starts)."""
+    def prepare(self, data: Path, out_dir: Path, spec: TrainingSpec | dict,
+                checkpoint_uri: str | None = None) -> PreparedLaunch:
+        """Validate `spec` (a mapping is validated into a TrainingSpec, so a bad spec is refused before anything
+        starts), write it into `out_dir` and build the command."""
         data, out_dir = Path(data), Path(out_dir)
+        spec_json = TrainingSpec.model_validate(spec).model_dump_json(indent=2)
         out_dir.mkdir(parents=True, exist_ok=True)
         spec_path = out_dir / "spec.json"
-        spec_json = TrainingSpec.model_validate(spec).model_dump_json(indent=2)
         atomic_write_bytes(spec_path, (spec_json + "\n").encode())
-        cmd = self.command(data, out_dir, spec_path, checkpoint_uri)
-        tail: deque[str] = deque(maxlen=_TAIL_LINES)
-        epochs_log: list[dict[str, Any]] = []
-        started = time.monotonic()
-        deadline = started + self.timeout_s if self.timeout_s is not None else None
-
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            encoding="utf-8",
-            errors="replace",  # one undecodable byte from a worker must not stop the log pump
-            bufsize=1,
-            env=_child_env(self.extra_env, self.nproc_per_node),
-            start_new_session=True,
-        )
-        # A reader thread lets the deadline be enforced while the child is silent; lines are handed to the
-        # caller's `log` on this thread because loggers (Dagster's among them) expect the calling thread.
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
-        reader.start()
-        overtime_at = started + overtime_s if overtime_s is not None and on_overtime is not None else None
-        try:
-            while True:
-                if overtime_at is not None and time.monotonic() >= overtime_at:
-                    overtime_at = None
-                    on_overtime(time.monotonic() - started)
-                timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-                try:
-                    line = lines.get(timeout=timeout)
-                except queue.Empty:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        _kill_group(proc)
-                        raise TrainingFailed(
-                            f"training exceeded the deadline of {self.timeout_s:.0f} s and was killed",
-                            proc.poll(),
-                            list(tail),
-                        ) from None
-                    continue
-                if line is None:
-                    break
-                tail.append(line)
-                if log is not None:
-                    log(line)
-                event = _parse_event(line)
-                if event is not None and event.get("event") == "epoch":
-                    epochs_log.append(event)
-            returncode = proc.wait()
-        finally:
-            if proc.poll() is None:
-                # Interrupted (deadline, KeyboardInterrupt, a failing `log`): never leave the ranks running.
-                _kill_group(proc)
-            reader.join(timeout=5)
-        duration_s = time.monotonic() - started
-        if returncode != 0:
-            raise TrainingFailed(f"training command failed: {' '.join(cmd)}", returncode, list(tail))
-        result_path = out_dir / "result.json"
-        if not result_path.exists():
-            raise TrainingFailed(f"training exited 0 but wrote no {result_path}", returncode, list(tail))
-        return TrainingResult(
-            out_dir=out_dir,
-            result=json.loads(result_path.read_text()),
-            epochs_log=epochs_log,
-            command=cmd,
-            duration_s=duration_s,
-            returncode=returncode,
-        )
-
-
-def _pump(proc: subprocess.Popen, lines: queue.Queue) -> None:
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-    finally:
-        lines.put(None)
-
-
-def _parse_event(line: str) -> dict[str, Any] | None:
-    if not line.startswith("{"):
-        return None
-    try:
-        event = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return event if isinstance(event, dict) else None
+        log_dir = out_dir / LOG_DIR
+        earlier = frozenset(p.name for p in log_dir.iterdir()) if log_dir.is_dir() else frozenset()
+        return PreparedLaunch(self.command(data, out_dir, spec_path, checkpoint_uri),
+                              _child_env(self.extra_env, self.nproc_per_node), out_dir, log_dir, earlier)

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster_k8s import k8s_job_executor
+from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, DAGSTER_PIPES_MESSAGES_ENV_VAR, decode_param, encode_param
 
 from ml_assets.contract import load_contract
 from ml_assets.definitions import build_definitions
@@ -68,10 +69,17 @@ def test_local_definitions_put_no_kubernetes_config_on_the_step(tmp_path: Path):
     assert "dagster-k8s/config" not in tags and defs.executor is not k8s_job_executor
 
 
+# What `PipesSession.get_bootstrap_env_vars()` gives with PipesEnvContextInjector and PipesS3MessageReader (the
+# multi-node test, ml_assets_tests/training/test_multinode.py, renders with a live session's).
+PIPES_ENV = {DAGSTER_PIPES_CONTEXT_ENV_VAR: encode_param({"env": {"run_id": RUN_ID, "asset_keys": ["model_checkpoint"]}}),
+             DAGSTER_PIPES_MESSAGES_ENV_VAR: encode_param({"bucket": "lake", "key_prefix": "pipes0123456789"})}
+
+
 def multinode(nnodes: int = 2, gpus: int = 8, deadline_s: float = 600.0) -> tuple[dict, dict]:
     cfg = k8s.GpuTrainingConfig(image="registry.example.com/ml-assets:1.2.3", nnodes=nnodes, gpus_per_node=gpus)
     service, job = k8s.render_multinode(cfg, "3f2a9c0d1e5b7a64", "s3://lake/runs/x/inputs/training_set.parquet",
-                                        "s3://lake/runs/x/inputs/spec.json", "s3://lake/runs/x", deadline_s=deadline_s)
+                                        "s3://lake/runs/x/inputs/spec.json", "s3://lake/runs/x", deadline_s=deadline_s,
+                                        pipes_env=PIPES_ENV)
     return service, job
 
 
@@ -107,6 +115,9 @@ def test_multinode_training_is_an_indexed_job_behind_a_headless_service():
                                              "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
     assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
     assert {"NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "ML_ASSETS_DIST_TIMEOUT_S"} <= set(env)
+    # Every pod carries the Pipes session's bootstrap variables (global rank 0 alone opens it and reports through S3).
+    assert {k: env[k] for k in PIPES_ENV} == PIPES_ENV
+    assert decode_param(env[DAGSTER_PIPES_MESSAGES_ENV_VAR])["bucket"] == "lake"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     # S4: non-root, nothing to escalate, no API token in the training pods.
@@ -166,5 +177,5 @@ def test_bad_cluster_settings_fail_before_anything_is_rendered():
     with pytest.raises(ValueError, match="not a DNS label"):
         k8s.job_name_for("Run_Key!")
     with pytest.raises(ValueError, match="needs the checkpoints on S3"):
-        KubernetesTorchrunLauncherResource(cluster=k8s.GpuTrainingConfig(image="x", nnodes=2)).launch(Path("d"), Path("o"), {}, timeout_s=60,
-                                                                        checkpoint_uri="/local/dir")
+        KubernetesTorchrunLauncherResource(cluster=k8s.GpuTrainingConfig(image="x", nnodes=2)).launch(
+            dg.build_asset_context(), Path("d"), Path("o"), {}, timeout_s=60, checkpoint_uri="/local/dir")

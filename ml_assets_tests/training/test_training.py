@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,12 +21,15 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from torch.utils.data import DistributedSampler, TensorDataset
 
 from ml_assets.contract import load_contract
+from ml_assets.resources.training import launch_standalone, run_torchrun
 from ml_assets.training import ddp, launcher
 from ml_assets.training.launcher import (
     LocalTorchrunLauncher,
     TrainingFailed,
+    TrainingResult,
     _child_env,
     available_cpus,
+    output_tail,
     threads_per_rank,
 )
 from ml_assets.training.model import build_model
@@ -69,14 +76,31 @@ def data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def launch_logged(launcher_: LocalTorchrunLauncher, data: Path, out: Path, spec: dict) -> tuple[TrainingResult, list[str]]:
+    """A launch inside a real (test-instance) Dagster run, and the messages that reached that run's event log."""
+    got: dict[str, TrainingResult] = {}
+
+    @dg.asset
+    def training(context):  # unannotated: annotations are strings here (PEP 563), which Dagster refuses
+        got["run"] = run_torchrun(context, launcher_, data, out, spec)
+        return dg.MaterializeResult()  # a step that opened a Pipes session must report its asset
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([training], instance=instance)
+        lines = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    return got["run"], lines
+
+
+def rank_output(out: Path) -> list[str]:
+    """Every line the ranks wrote to stdout and stderr, from torchrun's log files in the run directory."""
+    return output_tail(out / launcher.LOG_DIR, lines=10**6)
+
+
 @pytest.fixture(scope="module")
 def reference_run(data_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One uninterrupted 2-rank run that several tests compare against."""
-    lines: list[str] = []
-    result = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(
-        data_path, tmp_path_factory.mktemp("reference"), SPEC, log=lines.append
-    )
-    return result, lines
+    """One uninterrupted 2-rank run that several tests compare against, and what reached the Dagster log."""
+    return launch_logged(LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180), data_path,
+                         tmp_path_factory.mktemp("reference"), SPEC)
 
 
 # --- preprocessing ------------------------------------------------------------------------------------------------
@@ -136,14 +160,25 @@ def test_two_ranks_train_end_to_end_through_torchrun(reference_run, data_path: P
     assert result["resumed_from_epoch"] is None
     # every 3 epochs and at the last one
     assert sorted(p.name for p in (run.out_dir / "checkpoints").iterdir()) == ["epoch_0003.pt", "epoch_0004.pt"]
+    # Epochs and result came from rank 0's Pipes messages (nothing parses stdout), equal to what it wrote to disk.
     assert [e["epoch"] for e in run.epochs_log] == [1, 2, 3, 4]
-    assert len((run.out_dir / "metrics.jsonl").read_text().splitlines()) == 4
+    on_disk = [json.loads(line) for line in (run.out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert run.epochs_log == on_disk
+    assert result == json.loads((run.out_dir / "result.json").read_text())
     assert result["val_auc"] > 0.8, result
     assert result["train_rows"] == 2400 and result["val_rows"] == 600 and 0 < result["train_positives"] < 240
     assert 0.0 < result["threshold"] < 1.0 and result["val_recall"] > 0
-    assert any('"event": "done"' in line for line in lines)
-    assert any("1200 rows per rank, 19 optimizer steps per epoch of 2 micro-batch(es) of 32 rows per rank; global "
-               "batch 128 rows" in line for line in lines)
+    # Rank 0's log reached the Dagster log through Pipes, once: rank 1 never opens the session.
+    assert len([line for line in lines if line.startswith("epoch 4/4: train_loss")]) == 1
+    assert "[pipes] external process successfully opened dagster pipes." in lines
+    rows_line = ("1200 rows per rank, 19 optimizer steps per epoch of 2 micro-batch(es) of 32 rows per rank; global "
+                 "batch 128 rows")
+    assert any(line.startswith(rows_line) for line in lines)
+    # Every rank's own output is kept in torchrun's log files (the tail of a failure comes from there).
+    output = rank_output(run.out_dir)
+    assert any(line.startswith("[attempt_0 rank 0 stderr]") and rows_line in line for line in output)
+    kept = {(f.parent.name, f.name) for f in (run.out_dir / launcher.LOG_DIR).glob("*/attempt_0/*/std*.log")}
+    assert kept == {(rank, stream) for rank in ("0", "1") for stream in ("stdout.log", "stderr.log")}
 
     # The artifacts alone (preprocessor.json + model.pt) reproduce the reported validation AUC.
     pre = Preprocessor.from_dict(json.loads((run.out_dir / "preprocessor.json").read_text()))
@@ -283,8 +318,8 @@ def test_the_entry_point_refuses_an_invalid_spec_with_the_contracts_model_naming
             ddp.load_spec(path)
     # The launcher validates with the same model before anything starts.
     with pytest.raises(ValueError, match="epochs"):
-        LocalTorchrunLauncher(nproc_per_node=1, timeout_s=5).launch(tmp_path / "d.parquet", tmp_path / "run",
-                                                                    {**SPEC, "epochs": 0})
+        launch_standalone(LocalTorchrunLauncher(nproc_per_node=1, timeout_s=5), tmp_path / "d.parquet",
+                          tmp_path / "run", {**SPEC, "epochs": 0})
     assert not (tmp_path / "run" / "spec.json").exists()
     path.write_text(json.dumps({k: v for k, v in SPEC.items() if k not in ("accumulation_steps",)}))
     spec = ddp.load_spec(path)
@@ -318,14 +353,15 @@ def test_crash_after_a_checkpoint_resumes_from_it(reference_run, data_path: Path
     out = tmp_path / "run"
     crashing = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180, extra_env=crash_after_epoch_2)
     with pytest.raises(TrainingFailed) as failure:
-        crashing.launch(data_path, out, spec)
-    assert failure.value.returncode != 0
-    assert crash_drill.MARKER in str(failure.value)  # the output tail is in the message
+        launch_standalone(crashing, data_path, out, spec)
+    assert failure.value.returncode == 1  # torchrun's status when its workers failed, read from the Pipes client
+    assert crash_drill.MARKER in str(failure.value)  # the ranks' output tail is in the message
+    assert any(line.startswith("[attempt_0 rank 1 stderr]") for line in failure.value.output_tail)
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["epoch_0001.pt", "epoch_0002.pt"]
     assert not (out / "result.json").exists()
 
     monkeypatch.undo()  # the production entry point resumes
-    resumed = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(data_path, out, spec)
+    resumed = launch_standalone(LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180), data_path, out, spec)
     assert resumed.result["resumed_from_epoch"] == 2
     assert [e["epoch"] for e in resumed.epochs_log] == [3, 4]
     assert [json.loads(r)["epoch"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
@@ -338,8 +374,10 @@ def test_crash_after_a_checkpoint_resumes_from_it(reference_run, data_path: Path
 def test_elastic_restart_recovers_within_one_launch(reference_run, data_path: Path, tmp_path: Path,
                                                     crash_after_epoch_2: dict[str, str]):
     elastic = LocalTorchrunLauncher(nproc_per_node=2, max_restarts=1, timeout_s=180, extra_env=crash_after_epoch_2)
-    run = elastic.launch(data_path, tmp_path / "run", {**SPEC, "checkpoint_every": 1})
+    run = launch_standalone(elastic, data_path, tmp_path / "run", {**SPEC, "checkpoint_every": 1})
     assert run.result["resumed_from_epoch"] == 2  # the restarted workers picked up the checkpoint
+    # Each worker group's rank 0 reported through the same Pipes session: epochs 1-2, then 3-4 after the restart.
+    assert [e["epoch"] for e in run.epochs_log] == [1, 2, 3, 4]
     assert run.result["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
     assert_same_weights(run.out_dir, reference_run[0].out_dir)
 
@@ -350,10 +388,10 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(reference_run, dat
     shutil.copytree(reference_run[0].out_dir, out)
     latest = out / "checkpoints" / "epoch_0004.pt"
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
-    lines: list[str] = []
-    run = LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180).launch(data_path, out, SPEC, log=lines.append)
+    run, lines = launch_logged(LocalTorchrunLauncher(nproc_per_node=2, timeout_s=180), data_path, out, SPEC)
     assert run.result["resumed_from_epoch"] == 3
-    assert any("epoch_0004.pt cannot be loaded" in line for line in lines)
+    assert any("epoch_0004.pt cannot be loaded" in line for line in lines)  # rank 0's warning, through Pipes
+    assert len([line for line in rank_output(out) if "epoch_0004.pt cannot be loaded" in line]) == 2  # every rank
     assert [e["epoch"] for e in run.epochs_log] == [4]
     assert run.result["val_auc"] == pytest.approx(reference_run[0].result["val_auc"], abs=1e-4)
     assert_same_weights(run.out_dir, reference_run[0].out_dir)
@@ -395,7 +433,8 @@ def test_deadline_kills_the_whole_process_tree(data_path: Path, tmp_path: Path):
     try:
         with pytest.raises(TrainingFailed, match="exceeded the deadline"):
             # 10 s: on a loaded 2-core machine torchrun alone can take 5 s to start its ranks.
-            LocalTorchrunLauncher(nproc_per_node=2, timeout_s=10).launch(data_path, out, {**SPEC, "epochs": 500})
+            launch_standalone(LocalTorchrunLauncher(nproc_per_node=2, timeout_s=10), data_path, out,
+                              {**SPEC, "epochs": 500})
     finally:
         stop.set()
         watcher.join()
@@ -425,3 +464,45 @@ def test_validation_rows_do_not_influence_the_fitted_preprocessing(data_path: Pa
     assert_same_weights(tmp_path / "a", tmp_path / "b")
     # The changed rows were read (they are the validation split: its metrics moved), just never fitted on.
     assert other["val_auc"] != pytest.approx(base["val_auc"], abs=1e-3)
+
+
+def test_the_entry_point_imports_dagster_pipes_but_not_dagster():
+    """The ranks (and the Kubernetes pods) load the light Pipes package only, never the orchestrator."""
+    code = ("import sys, ml_assets.training.ddp; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'dagster_pipes'}))")
+    out = subprocess.run([sys.executable, "-c", code], env=_child_env(None), capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split() == ["['dagster_pipes']"]
+
+
+ORPHAN_MAKER = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "orphan-of", sys.argv[1]], start_new_session=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_watchdog_kills_a_descendant_in_its_own_session_that_outlived_its_parent(tmp_path: Path):
+    """What torchrun does when it dies without reaping a rank: the rank sits in a session of its own and is adopted by
+    init. The watchdog saw it while its parent ran, and kills it when the watch ends."""
+    tag = str(tmp_path)
+    cmd = [sys.executable, "-c", ORPHAN_MAKER, tag, "1.5"]
+    with launcher.ProcessTreeWatchdog(cmd, poll_s=0.05) as watchdog:
+        assert subprocess.run(cmd, timeout=60).returncode == 0  # the parent exits 0, its child lives on
+        (orphan,) = [p for p in processes_mentioning(tag) if p != os.getpid()]
+        assert orphan in watchdog.tree and os.getsid(orphan) != os.getsid(0)
+    assert processes_mentioning(f"orphan-of\x00{tag}") == []
+
+
+def test_watchdog_enforces_the_deadline_and_alerts_once_before_it(tmp_path: Path):
+    tag = str(tmp_path)
+    cmd = [sys.executable, "-c", ORPHAN_MAKER, tag, "120"]
+    alerts: list[float] = []
+    started = time.monotonic()
+    with launcher.ProcessTreeWatchdog(cmd, deadline_s=3.0, overtime_s=1.0, on_overtime=alerts.append,
+                                      poll_s=0.05, grace_s=2.0) as watchdog:
+        code = subprocess.run(cmd, timeout=60).returncode
+    assert watchdog.deadline_passed and code == -signal.SIGTERM  # the parent got SIGTERM first, as torchrun does
+    assert 3.0 <= time.monotonic() - started < 20
+    assert len(alerts) == 1 and 1.0 <= alerts[0] < 3.0
+    assert processes_mentioning(tag) == []
