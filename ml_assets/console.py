@@ -71,6 +71,21 @@ def run_config(log_path: Path, steps: bool = True) -> dict:
     return {"loggers": {"file": {"config": {"path": str(log_path)}}, "progress": {"config": {"steps": steps}}}}
 
 
+class _LogFileStream:
+    """A text stream whose lines go to a log handler's file (for libraries that print instead of logging)."""
+
+    def __init__(self, handler: logging.FileHandler):
+        self.handler = handler
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.handler.emit(logging.LogRecord("mlflow", logging.INFO, "", 0, text.rstrip("\n"), None, None))
+        return len(text)
+
+    def flush(self) -> None:
+        self.handler.flush()
+
+
 def quiet_libraries(log_path: Path) -> None:
     """Send library warnings and progress bars to the log file instead of the console."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -82,6 +97,10 @@ def quiet_libraries(log_path: Path) -> None:
     # MLflow configures its own logger (a stderr handler) when first imported: import it first, so the
     # handlers replaced below are the ones it will keep.
     import mlflow  # noqa: F401
+    from mlflow.utils import logging_utils
+
+    # MLflow's plain messages ("Successfully registered model ...") are printed, not logged, to this stream.
+    logging_utils.MLFLOW_LOGGING_STREAM = _LogFileStream(handler)
 
     for name in ("py.warnings", "mlflow", "alembic", "feast", "ml_assets", "evidently"):
         lib = logging.getLogger(name)

@@ -132,13 +132,14 @@ def entry_args(data: str | Path, out_dir: str | Path, spec: str | Path, checkpoi
 
 
 
-# torchrun keeps each rank's stdout and stderr in files under this folder of the run directory (and still prints
-# them): the tail of a failed run comes from there, since the Pipes client hands the streams straight through.
+# torchrun writes each rank's stdout and stderr to files under this folder of the run directory (`--redirects`, not
+# `--tee`: the step's own output, a console under `ml-assets demo`, gets rank 0's log records through Pipes instead of
+# every rank's raw lines); the tail of a failed run comes from there.
 LOG_DIR = "logs"
 
 
 def output_tail(log_dir: Path, skip: frozenset[str] = frozenset(), lines: int = _TAIL_LINES) -> list[str]:
-    """The last `lines` lines the ranks wrote (torchrun's `--tee` files: <run>/attempt_<n>/<local rank>/std*.log),
+    """The last `lines` lines the ranks wrote (torchrun's `--redirects` files: <run>/attempt_<n>/<local rank>/std*.log),
     each prefixed with where it came from; the run folders named in `skip` (earlier launches) are left out."""
     found = []
     for file in log_dir.glob("*/attempt_*/*/std*.log") if log_dir.is_dir() else []:
@@ -314,7 +315,7 @@ class LocalTorchrunLauncher:
 
     def command(self, data: Path, out_dir: Path, spec_path: Path, checkpoint_uri: str | None = None) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", *self.torchrun_args,
-                f"--log-dir={Path(out_dir) / LOG_DIR}", "--tee=3",
+                f"--log-dir={Path(out_dir) / LOG_DIR}", "--redirects=3",
                 *entry_args(data, out_dir, spec_path, checkpoint_uri)]
 
     def prepare(self, data: Path, out_dir: Path, spec: TrainingSpec | dict,
