@@ -75,10 +75,10 @@ def session_metadata(store: ScopedStore) -> dict:
     meta = {
         "lake_objects_written": len(store.written),
         "lake_bytes_written": sum(n for _, n in store.written.values()),
-        "lake_written_digest": hashlib.sha256(lines.encode()).hexdigest(),
         "lake_reads": table(pd.DataFrame(reads, columns=["area of", "declared as", "objects read"])),
     }
-    if listed:
+    if listed:  # the digest names everything written, also past the rows listed
+        meta["lake_written_digest"] = hashlib.sha256(lines.encode()).hexdigest()
         meta["lake_written"] = table(pd.DataFrame(listed, columns=["key", "sha256", "bytes"]))
     return meta
 
