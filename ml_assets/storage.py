@@ -332,11 +332,11 @@ class ScopedStore(ObjectStore):
     kept, so the IO manager can record it with the materialization.
     """
 
-    def __init__(self, store: ObjectStore, owner: str, readable: dict[str, str], writable: bool = True):
+    def __init__(self, store: ObjectStore, owner: str, readable: dict[str, str]):
         """`readable`: asset -> how it was declared ("own", "input", "feedback")."""
         if owner not in AREAS:
             raise ValueError(f"{owner!r} has no area in lake_layout.AREAS")
-        self.store, self.owner, self.writable = store, owner, writable
+        self.store, self.owner = store, owner
         self.readable = {owner: "own", **{a: how for a, how in readable.items() if a != owner}}
         self.reads: dict[str, set[str]] = {}
         self.written: dict[str, tuple[str, int]] = {}
@@ -361,7 +361,7 @@ class ScopedStore(ObjectStore):
 
     def _check_write(self, key: str) -> None:
         owners = self._owners(key, "wrote")
-        if not self.writable or self.owner not in owners:
+        if self.owner not in owners:
             raise UndeclaredAccess(f"{self.owner} wrote {key!r}, which belongs to {' / '.join(sorted(owners))}; "
                                    f"an asset writes only its own area")
 

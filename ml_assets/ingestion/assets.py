@@ -26,7 +26,7 @@ from ml_assets.ingestion.landing import landing_data_version, landing_metadata, 
 from ml_assets.ingestion.report import BLOCKING
 from ml_assets.ingestion.validate import IngestionError
 from ml_assets.lake_layout import feedback_text
-from ml_assets.metadata import Outcome, partition_metadata
+from ml_assets.metadata import Check, Outcome, partition_metadata
 from ml_assets.resources import LakeInput, StorageResource, session
 from ml_assets.retry import TRANSIENT, SourceUnavailable
 from ml_assets.storage import ScopedStore
@@ -76,16 +76,15 @@ def _ingest(context: dg.AssetExecutionContext, kind: str, asset: str, landing: S
                          metadata={"error": type(e).__name__, "partitions": partitions}) from e
 
 
-def _emit(context: dg.AssetExecutionContext, store: ScopedStore, reports: list[IngestReport],
-          outcomes: dict[str, dict[str, Outcome]], shared: dict[str, dict], contract: Contract,
-          extra: dict | None = None):
-    asset = store.owner
+def _emit(context: dg.AssetExecutionContext, store: ScopedStore, checks: tuple[Check, ...],
+          reports: list[IngestReport], outcomes: dict[str, dict[str, Outcome]], shared: dict[str, dict],
+          contract: Contract, extra: dict | None = None):
     for r in reports:
         partition_metadata(context, r.partition, report.partition_metadata(r))
     yield dg.MaterializeResult(value=store, metadata={**report.run_metadata(reports, contract), **(extra or {})})
-    checks = {c.name: c for c in (RECORDS_CHECKS if asset == "raw_transactions" else LABELS_CHECKS)}
+    by_name = {c.name: c for c in checks}
     for name, per_partition in outcomes.items():
-        yield from checks[name].results(context, per_partition, shared.get(name))
+        yield from by_name[name].results(context, per_partition, shared.get(name))
 
 
 def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
@@ -127,7 +126,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
         reports, outcomes = _ingest(context, "records", "raw_transactions", landing, store, contract,
                                     lambda staged: report.records_outcomes(staged, contract), baseline)
         shared = report.records_check_metadata(reports, contract, baseline, store.uri(BASELINE_KEY))
-        yield from _emit(context, store, reports, outcomes, shared, contract)
+        yield from _emit(context, store, RECORDS_CHECKS, reports, outcomes, shared, contract)
 
     @dg.asset(
         **ingested,
@@ -143,7 +142,7 @@ def build(contract: Contract, partitions: dg.PartitionsDefinition) -> list:
         reports, outcomes = _ingest(context, "labels", "raw_labels", landing, store, contract,
                                     lambda staged: report.labels_outcomes(staged, contract))
         positives = report.count_positives(store, reports, contract)
-        yield from _emit(context, store, reports, outcomes, report.labels_check_metadata(reports), contract,
-                         {"positives": positives})
+        yield from _emit(context, store, LABELS_CHECKS, reports, outcomes, report.labels_check_metadata(reports),
+                         contract, {"positives": positives})
 
     return [landing_zone, raw_transactions, raw_labels]

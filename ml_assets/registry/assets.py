@@ -52,13 +52,12 @@ def build(contract: Contract) -> list[dg.AssetsDefinition]:
                                 golden_set: LakeInput):
         store = session(context, lake, golden_set)
         golden, manifest = load_golden(store, contract)
-        meta = register.champion_baseline(mlflow.registry(), golden, manifest.version, contract,
-                                          store.uri(golden_keys(manifest.version)[0]))
-        refused = str(meta["action"]).startswith("refused")
-        if refused:
-            context.log.error("cannot score the champion on golden %s: %s", manifest.version, meta["action"])
-        yield dg.MaterializeResult(value=store, metadata=meta)
-        yield CHAMPION_SCORED_ON_GOLDEN.result(Outcome(not refused, str(meta["action"])))
+        scored = register.champion_baseline(mlflow.registry(), golden, manifest.version, contract,
+                                            store.uri(golden_keys(manifest.version)[0]))
+        if not scored.passed:
+            context.log.error("cannot score the champion on golden %s: %s", manifest.version, scored.description)
+        yield dg.MaterializeResult(value=store, metadata={"action": scored.description, **scored.metadata})
+        yield CHAMPION_SCORED_ON_GOLDEN.result(scored)
 
     @dg.asset(
         group_name=GROUP,

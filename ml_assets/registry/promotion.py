@@ -406,19 +406,6 @@ def with_decision(description: str, decision: Decision, decided_at: str) -> str:
     return f"{base}\n\n{text}" if base else text
 
 
-def rebaseline_champion(registry: Registry, golden: pd.DataFrame, golden_version: str,
-                        contract: Contract) -> tuple[str, dict[str, Any]] | None:
-    """P1: a new golden version re-baselines the current champion on it (None when there is no champion).
-
-    The champion's metrics of older golden versions stay as they were, under their own
-    tags; nothing compares them with the new ones.
-    """
-    champion = registry.alias(CHAMPION)
-    if champion is None:
-        return None
-    return champion.version, baseline(registry, champion.version, golden, golden_version, contract)
-
-
 def verification_error(registry: Registry, version: str, dest: Path) -> str:
     """P6/P8: why `version`'s artifact does not verify against its registered sha256 ('' when it does)."""
     try:

@@ -15,12 +15,13 @@ import pandas as pd
 from ml_assets.contract import Contract
 from ml_assets.datasets.build import GoldenManifest
 from ml_assets.datasets.lake import golden_keys, load_training_by_hash, training_version_key
-from ml_assets.metadata import table
+from ml_assets.metadata import Outcome, table
 from ml_assets.registry.describe import model_description, version_description
 from ml_assets.registry.importance import IMPORTANCE_TAG, permutation_importance
 from ml_assets.registry.importance import shares as importance_shares
 from ml_assets.registry.importance import to_tag as importance_tag
 from ml_assets.registry.mlflow_registry import (
+    CHAMPION,
     DatasetRef,
     IntegrityError,
     ModelRef,
@@ -28,7 +29,7 @@ from ml_assets.registry.mlflow_registry import (
     code_version,
     pip_requirements,
 )
-from ml_assets.registry.promotion import TrainingLookup, golden_dataset
+from ml_assets.registry.promotion import GOLDEN_METRICS, TrainingLookup, baseline, golden_dataset, golden_tag
 from ml_assets.registry.pyfunc import PipelineModel
 from ml_assets.storage import ObjectStore
 from ml_assets.training.checkpoint import LATEST
@@ -155,17 +156,15 @@ def record_importance(registry: Registry, version: str, golden: pd.DataFrame, co
 
 
 def champion_baseline(registry: Registry, golden: pd.DataFrame, golden_version: str, contract: Contract,
-                      golden_source: str | None = None) -> dict[str, Any]:
+                      golden_source: str | None = None) -> Outcome:
     """P1: the champion's metrics on the golden version in force, scored (hash-verified) the first time that
-    version is seen and read from its tags after. What metadata shows: who, on which version, how, the numbers.
-    An integrity problem of the champion is reported (`action` 'refused'), not raised: the golden set stands,
-    and champion_model's own check refuses to serve that artifact."""
-    from ml_assets.registry.mlflow_registry import CHAMPION
-    from ml_assets.registry.promotion import GOLDEN_METRICS, baseline, golden_tag
-
+    version is seen and read from its tags after; the metadata says who, on which version, how, and the numbers.
+    An integrity problem of the champion fails the outcome instead of raising: the golden set stands, and
+    champion_model's own check refuses to serve that artifact."""
     champion = registry.alias(CHAMPION)
     if champion is None:
-        return {"golden_version": golden_version, "action": "no champion yet", "champion_version": "none"}
+        return Outcome(True, "no champion yet", {"golden_version": golden_version, "champion_version": "none"})
+    seen = {"golden_version": golden_version, "champion_version": champion.version}
     tags = registry.version(champion.version).tags
     known = {m: float(tags[golden_tag(golden_version, m)]) for m in GOLDEN_METRICS
              if golden_tag(golden_version, m) in tags}
@@ -174,9 +173,7 @@ def champion_baseline(registry: Registry, golden: pd.DataFrame, golden_version: 
         try:
             metrics = baseline(registry, champion.version, golden, golden_version, contract, golden_source)
         except IntegrityError as e:
-            return {"golden_version": golden_version, "champion_version": champion.version,
-                    "action": f"refused: {e}"}
+            return Outcome(False, f"refused: {e}", seen)
         known = {m: float(metrics[m]) for m in GOLDEN_METRICS if metrics.get(m) is not None}
         action = f"scored now on {len(golden)} golden rows"
-    return {"golden_version": golden_version, "champion_version": champion.version, "action": action,
-            "golden_rows": len(golden), **{m: round(v, 4) for m, v in known.items()}}
+    return Outcome(True, action, {**seen, "golden_rows": len(golden), **{m: round(v, 4) for m, v in known.items()}})

@@ -1,7 +1,7 @@
 """The lake's IO manager: every piece of lake data an asset reads arrives as a function parameter.
 
 `load_input` hands a consumer its upstream as a `LakeInput`: which asset, which of its partitions Dagster
-mapped to this run (the partition mapping of the edge), and a read-only view of that asset's area. The
+mapped to this run (the partition mapping of the edge). The
 consumer opens one `session` over its own area and the inputs it was handed; the session refuses every
 other key (`storage.ScopedStore`, areas in `lake_layout`), so an edge missing from the graph is an error,
 not a silent read. The asset returns the session as its value (`MaterializeResult(value=...)`) and
@@ -26,7 +26,7 @@ import pandas as pd
 from ml_assets.lake_layout import feedback_of
 from ml_assets.metadata import table
 from ml_assets.resources.storage import StorageResource
-from ml_assets.storage import ObjectStore, ScopedStore
+from ml_assets.storage import ScopedStore
 
 MAX_LISTED = 20  # written objects listed one by one in the metadata; more are summarised by their digest
 
@@ -37,18 +37,16 @@ class LakeInput:
 
     asset: str
     partitions: tuple[str, ...] | None  # the upstream partitions this run maps to (None: unpartitioned)
-    store: ObjectStore  # read-only, limited to the upstream's area
 
 
 class LakeIOManager(dg.ConfigurableIOManager):
-    """Loads lake inputs as `LakeInput` views and records each asset's lake session with its materialization."""
-
-    lake: StorageResource
+    """Loads lake inputs as `LakeInput`s and records each asset's lake session with its materialization. It opens
+    no storage itself: the consumer reads through its session, on the `lake` resource, which admits the inputs."""
 
     def load_input(self, context: dg.InputContext) -> LakeInput:
         asset = context.asset_key.to_user_string()
         partitions = tuple(context.asset_partition_keys) if context.has_asset_partitions else None
-        return LakeInput(asset, partitions, ScopedStore(self.lake.get_store(), asset, {}, writable=False))
+        return LakeInput(asset, partitions)
 
     def handle_output(self, context: dg.OutputContext, obj: ScopedStore | None) -> None:
         if obj is None or not context.has_asset_key:  # an op's result (the rollback job's) is not lake data
@@ -85,4 +83,4 @@ def session_metadata(store: ScopedStore) -> dict:
 
 def lake_resources(lake: StorageResource) -> dict[str, dg.ConfigurableResource]:
     """The lake as assets need it: the storage (their own writes) and the IO manager (their inputs) on it."""
-    return {"lake": lake, "io_manager": LakeIOManager(lake=lake)}
+    return {"lake": lake, "io_manager": LakeIOManager()}

@@ -35,7 +35,7 @@ from ml_assets.metadata import as_markdown
 from ml_assets.monitoring import assets as monitoring_assets
 from ml_assets.registry import assets as registry_assets
 from ml_assets.registry.mlflow_registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRef, Registry, pip_requirements
-from ml_assets.registry.promotion import disjointness_gate, golden_tag, rebaseline_champion
+from ml_assets.registry.promotion import disjointness_gate, golden_tag
 from ml_assets.registry.pyfunc import PipelineModel
 from ml_assets.resources import LocalStorageResource, LogFileAlertSink, MLflowResource, lake_resources
 from ml_assets.simulate.generator import SimulationConfig, simulate
@@ -195,6 +195,29 @@ def refused(world, with_champion, model: PipelineModel, training_hash: str | Non
     return meta, tags, ref
 
 
+def new_golden_version(world, version: str, golden: pd.DataFrame, tmp_path: Path) -> Contract:
+    """`golden` frozen as golden `version` next to v1 in the lake, and the contract that names it."""
+    lake = world["lake"]
+    data_key, manifest_key = golden_keys(version)
+    lake.write_parquet(data_key, golden)
+    lake.write_bytes(manifest_key, json.dumps({**json.loads(lake.read_bytes(golden_keys("v1")[1])), "version": version,
+                                               "content_hash": content_hash(golden)}).encode())
+    return load_contract(write_contract(tmp_path / f"{version}.yaml", partitions={"start_date": "2026-01-01",
+                                                                                  "end_date": "2026-01-21"},
+                                        datasets={"golden": {"version": version, "window_days": 5,
+                                                             "min_per_class": 100}}))
+
+
+def champion_golden_metrics(world, name: str, contract: Contract) -> tuple[dict, dg.AssetCheckEvaluation]:
+    """champion_golden_metrics materialized as the retrain job runs it: its metadata and its check."""
+    asset = by_name(registry_assets.build(contract), "champion_golden_metrics")
+    run = dg.materialize(with_lake_inputs([asset]), resources=resources(world, name), instance=world["instance"])
+    [mat] = run.asset_materializations_for_node("champion_golden_metrics")
+    [check] = [e.event_specific_data for e in run.all_events
+               if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+    return {k: v.value for k, v in mat.metadata.items()}, check
+
+
 def tamper_with(registry: Registry, ref: ModelRef) -> None:
     """Flip bytes of the stored weights of this version (the artifact store's copy, not a download)."""
     mv = registry.client.get_model_version(registry.model_name, ref.version)
@@ -273,7 +296,7 @@ def test_tampered_artifact_is_refused_before_any_scoring(world, with_champion):
     assert "modified after registration" in tags["promotion_reasons"]
 
 
-def test_tampered_champion_is_an_incident_that_stops_promotion_until_an_operator_rolls_back(world):
+def test_tampered_champion_is_an_incident_that_stops_promotion_until_an_operator_rolls_back(world, tmp_path):
     """P3 is never skipped: with the serving champion's artifact modified, a new challenger (however good) is not
     promoted, a security alert goes out, and the decision names the way out; after the operator's rollback the
     next run compares the challenger with the restored, verified champion."""
@@ -286,6 +309,11 @@ def test_tampered_champion_is_an_incident_that_stops_promotion_until_an_operator
     assert registry.aliases() == {CHAMPION: v2.version, CHALLENGER: v2.version, PREVIOUS: v1.version}
 
     tamper_with(registry, v2)  # the serving model's stored weights
+    # A new golden version cannot be scored with that artifact: said on champion_golden_metrics, no metric recorded.
+    meta, check = champion_golden_metrics(world, name, new_golden_version(world, "vt", world["golden"], tmp_path))
+    assert meta["action"].startswith("refused: ") and "modified after registration" in meta["action"]
+    assert check.check_name == "champion_scored_on_golden" and not check.passed
+    assert not any(k.startswith("golden_vt_") for k in registry.version(v2.version).tags)
     v3 = register(world, registry, PipelineModel())
     run = dg.materialize(with_lake_inputs([by_name(registry_assets.build(world["contract"]), "champion_model")]),
                          resources=resources(world, name),
@@ -480,17 +508,15 @@ def test_golden_version_bump_rebaselines_the_champion_and_monitoring_uses_it(wor
     # v2 is a new frozen sample next to v1: here every positive and half of v1's negatives.
     golden = world["golden"]
     v2_golden = golden[(golden[contract.label] == 1) | (np.arange(len(golden)) % 2 == 0)].reset_index(drop=True)
-    data_key, manifest_key = golden_keys("v2")
-    lake.write_parquet(data_key, v2_golden)
-    lake.write_bytes(manifest_key, json.dumps({**json.loads(lake.read_bytes(golden_keys("v1")[1])), "version": "v2",
-                                               "content_hash": content_hash(v2_golden)}).encode())
-    v2_contract = load_contract(write_contract(tmp_path / "c.yaml", partitions={"start_date": "2026-01-01",
-                                                                                 "end_date": "2026-01-21"},
-                                               datasets={"golden": {"version": "v2", "window_days": 5,
-                                                                    "min_per_class": 100}}))
-    version, metrics = rebaseline_champion(registry, v2_golden, "v2", v2_contract)
+    v2_contract = new_golden_version(world, "v2", v2_golden, tmp_path)
+    meta, check = champion_golden_metrics(world, name, v2_contract)
     tags = registry.version(v1.version).tags
-    assert version == v1.version and float(tags["golden_v2_roc_auc"]) == pytest.approx(metrics["roc_auc"])
+    assert check.passed and meta["champion_version"] == v1.version and meta["golden_version"] == "v2"
+    assert meta["action"] == f"scored now on {len(v2_golden)} golden rows"
+    assert float(tags["golden_v2_roc_auc"]) == pytest.approx(meta["roc_auc"], abs=1e-4)
+    # Once per golden version: the next retrain reads the metrics back instead of scoring again.
+    again, _ = champion_golden_metrics(world, name, v2_contract)
+    assert again["action"] == "read from its tags (scored earlier)" and again["roc_auc"] == meta["roc_auc"]
     assert {k: v for k, v in tags.items() if k.startswith("golden_v1_")} == \
         {k: v for k, v in before.items() if k.startswith("golden_v1_")}, "older golden metrics stay as they were"
     assert lake.exists(golden_keys("v1")[0]), "the old version stays next to the new one"
